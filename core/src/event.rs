@@ -1,0 +1,111 @@
+//! What the node tells its users, on a bounded broadcast.
+//!
+//! Events are notices sent after the fact: the store already holds what an event reports.
+//! A subscriber that falls behind loses the oldest events and gets [`Event::Lagged`]
+//! instead of slowing the network down; it can re-read the store to catch up.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::model::{MessageStatus, StoredMessage};
+
+/// How many events a subscriber may fall behind before it starts losing them.
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// How a peer is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// A direct connection.
+    Direct,
+    /// Through a relay circuit.
+    Relay,
+}
+
+/// One notice from the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new message was stored in `chat`.
+    MessageReceived {
+        /// The chat id.
+        chat: String,
+        /// The stored message.
+        message: StoredMessage,
+    },
+    /// An outgoing message changed status.
+    MessageStatus {
+        /// The message id (hex).
+        id: String,
+        /// The chat id.
+        chat: String,
+        /// Its new status.
+        status: MessageStatus,
+    },
+    /// The first connection to a peer opened.
+    PeerConnected {
+        /// Peer id.
+        peer_id: String,
+        /// How it is reached.
+        via: Via,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// Peer id.
+        peer_id: String,
+    },
+    /// A peer was found (on the LAN by mDNS).
+    PeerDiscovered {
+        /// Peer id.
+        peer_id: String,
+        /// How it was found (`"mdns"`).
+        source: &'static str,
+    },
+    /// Someone who is not a contact sent a message; it is stored in their chat.
+    ContactRequest {
+        /// Their peer id.
+        peer_id: String,
+        /// The name on their card.
+        name: String,
+    },
+    /// This subscriber fell behind and `missed` events were dropped.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// A subscription to the node's events.
+#[derive(Debug)]
+pub struct EventStream {
+    receiver: broadcast::Receiver<Event>,
+}
+
+impl EventStream {
+    pub(crate) fn new(receiver: broadcast::Receiver<Event>) -> Self {
+        Self { receiver }
+    }
+
+    /// The next event; `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        match self.receiver.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Event::Lagged { missed }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next event if one is waiting, without blocking. `Ok(None)` means none yet;
+    /// `Err(())` means the node has stopped.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_next(&mut self) -> Result<Option<Event>, ()> {
+        match self.receiver.try_recv() {
+            Ok(event) => Ok(Some(event)),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                Ok(Some(Event::Lagged { missed }))
+            }
+            Err(broadcast::error::TryRecvError::Empty) => Ok(None),
+            Err(broadcast::error::TryRecvError::Closed) => Err(()),
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! Who we are: the ed25519 identity key (also the libp2p identity), the X25519 message key it
+//! signs, contact cards and their text form (the contact code), and safety numbers.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Longest display name we accept, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Most mailbox relays a card may list.
+pub const MAX_RELAYS: usize = 4;
+/// Longest relay address a card may carry, in bytes.
+pub const MAX_RELAY_BYTES: usize = 256;
+
+const CARD_DOMAIN: &[u8] = b"bonghwa-card-v1";
+const CODE_PREFIX: &str = "BH1";
+const CHECKSUM_LEN: usize = 4;
+const KEY_FILE_VERSION: u8 = 1;
+
+/// Problems with identities, cards and contact codes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The code does not start with `BH1`.
+    #[error("this is not a Bonghwa contact code (it should start with {CODE_PREFIX}); ask for a fresh code")]
+    NotACode,
+    /// The code holds characters base32 cannot have.
+    #[error("contact code contains characters that cannot appear in a code; check for typos")]
+    BadCharacters,
+    /// The checksum did not match: mistyped or cut short.
+    #[error("contact code has a bad checksum: it was mistyped or cut short; ask for a fresh code")]
+    BadChecksum,
+    /// The card inside could not be decoded or breaks a limit.
+    #[error("contact code is malformed ({0}); ask for a fresh code")]
+    Malformed(&'static str),
+    /// The card's signature does not verify.
+    #[error("contact card signature is invalid: the card was altered or forged")]
+    BadSignature,
+    /// The name is too long or empty after trimming.
+    #[error("names must be 1 to {MAX_NAME_BYTES} bytes of text without control characters")]
+    BadName,
+    /// The key file could not be read or written.
+    #[error("identity key file {path}: {detail}")]
+    KeyFile {
+        /// Path of the key file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The OS gave no randomness.
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(String),
+}
+
+/// A signed statement "this peer receives messages under this X25519 key, is called this,
+/// and keeps mail at these relays". It travels in contact codes and inside every sealed
+/// message, so a recipient always has the sender's newest card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactCard {
+    /// The ed25519 identity public key; the peer id is derived from it.
+    pub identity: [u8; 32],
+    /// The X25519 public key that messages to this peer are sealed to.
+    pub msg_key: [u8; 32],
+    /// Display name chosen by the owner.
+    pub name: String,
+    /// Multiaddrs of relays that keep mail for the owner (empty until relays exist).
+    pub relays: Vec<String>,
+    /// When the owner issued this card, in Unix milliseconds; a newer card replaces an older one.
+    pub issued_ms: u64,
+    /// ed25519 signature by `identity` over the fields above.
+    pub signature: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct CardBody<'a> {
+    identity: &'a [u8; 32],
+    msg_key: &'a [u8; 32],
+    name: &'a str,
+    relays: &'a [String],
+    issued_ms: u64,
+}
+
+impl ContactCard {
+    fn body_bytes(&self) -> Vec<u8> {
+        let body = CardBody {
+            identity: &self.identity,
+            msg_key: &self.msg_key,
+            name: &self.name,
+            relays: &self.relays,
+            issued_ms: self.issued_ms,
+        };
+        let mut out = CARD_DOMAIN.to_vec();
+        // Serialising plain fields into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(&body).unwrap_or_default());
+        out
+    }
+
+    /// Checks limits and the signature (strictly). A card that passes is safe to store.
+    pub fn verify(&self) -> Result<(), IdentityError> {
+        check_name(&self.name)?;
+        if self.relays.len() > MAX_RELAYS {
+            return Err(IdentityError::Malformed("too many relays"));
+        }
+        if self.relays.iter().any(|r| r.len() > MAX_RELAY_BYTES) {
+            return Err(IdentityError::Malformed("relay address too long"));
+        }
+        let key = VerifyingKey::from_bytes(&self.identity)
+            .map_err(|_| IdentityError::Malformed("identity key is not a valid point"))?;
+        let sig = Signature::from_slice(&self.signature)
+            .map_err(|_| IdentityError::Malformed("signature has the wrong length"))?;
+        key.verify_strict(&self.body_bytes(), &sig)
+            .map_err(|_| IdentityError::BadSignature)
+    }
+
+    /// The peer id derived from the identity key.
+    pub fn peer_id(&self) -> Result<PeerId, IdentityError> {
+        peer_id_of(&self.identity)
+    }
+
+    /// The text form: `BH1` followed by base32 of the card and a checksum.
+    pub fn to_code(&self) -> String {
+        let mut bytes = postcard::to_stdvec(self).unwrap_or_default();
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
+        format!("{CODE_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&bytes))
+    }
+
+    /// Parses and verifies a contact code. Whitespace, dashes and letter case are ignored
+    /// so codes survive being read aloud, wrapped or retyped.
+    pub fn from_code(code: &str) -> Result<Self, IdentityError> {
+        let cleaned: String = code
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let body = cleaned
+            .strip_prefix(CODE_PREFIX)
+            .ok_or(IdentityError::NotACode)?;
+        if body.is_empty() {
+            return Err(IdentityError::BadChecksum);
+        }
+        let bytes = match data_encoding::BASE32_NOPAD.decode(body.as_bytes()) {
+            Ok(bytes) => bytes,
+            // A cut-short code usually ends at a length base32 cannot have.
+            Err(e) if matches!(e.kind, data_encoding::DecodeKind::Length) => {
+                return Err(IdentityError::BadChecksum);
+            }
+            Err(_) => return Err(IdentityError::BadCharacters),
+        };
+        if bytes.len() <= CHECKSUM_LEN {
+            return Err(IdentityError::BadChecksum);
+        }
+        let (card_bytes, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if Sha256::digest(card_bytes)[..CHECKSUM_LEN] != *sum {
+            return Err(IdentityError::BadChecksum);
+        }
+        let card: ContactCard = postcard::from_bytes(card_bytes)
+            .map_err(|_| IdentityError::Malformed("card does not decode"))?;
+        card.verify()?;
+        Ok(card)
+    }
+}
+
+/// The peer id belonging to an ed25519 public key.
+pub fn peer_id_of(identity: &[u8; 32]) -> Result<PeerId, IdentityError> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(identity)
+        .map_err(|_| IdentityError::Malformed("identity key is not a valid ed25519 key"))?;
+    Ok(libp2p::identity::PublicKey::from(key).to_peer_id())
+}
+
+/// Checks a display name: 1–64 bytes, no control characters.
+pub fn check_name(name: &str) -> Result<(), IdentityError> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control)
+    {
+        return Err(IdentityError::BadName);
+    }
+    Ok(())
+}
+
+/// Our own secret keys. Loaded from `identity.key` in the data dir, created on first start.
+#[derive(Clone)]
+pub struct Identity {
+    signing: SigningKey,
+    msg_secret: [u8; 32],
+    msg_public: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    version: u8,
+    ed25519_secret: [u8; 32],
+    x25519_secret: [u8; 32],
+    x25519_public: [u8; 32],
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("peer_id", &self.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// A new identity from 32 bytes of OS randomness (and a fresh X25519 message key).
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
+        let signing = SigningKey::from_bytes(&seed);
+        let (msg_secret, msg_public) = crate::crypto::generate_msg_keypair()
+            .map_err(|e| IdentityError::Random(e.to_string()))?;
+        Ok(Self {
+            signing,
+            msg_secret,
+            msg_public,
+        })
+    }
+
+    /// Loads the identity from `path`, or creates it there (mode 0600) if the file is absent.
+    pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
+        let err = |detail: String| IdentityError::KeyFile {
+            path: path.display().to_string(),
+            detail,
+        };
+        match fs::read(path) {
+            Ok(bytes) => {
+                let file: KeyFile = postcard::from_bytes(&bytes)
+                    .map_err(|_| err("damaged; restore it from a backup".into()))?;
+                if file.version != KEY_FILE_VERSION {
+                    return Err(err(format!("unknown version {}", file.version)));
+                }
+                Ok(Self {
+                    signing: SigningKey::from_bytes(&file.ed25519_secret),
+                    msg_secret: file.x25519_secret,
+                    msg_public: file.x25519_public,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let identity = Self::generate()?;
+                identity.write(path).map_err(|e| err(e.to_string()))?;
+                Ok(identity)
+            }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        let file = KeyFile {
+            version: KEY_FILE_VERSION,
+            ed25519_secret: self.signing.to_bytes(),
+            x25519_secret: self.msg_secret,
+            x25519_public: self.msg_public,
+        };
+        let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("key.tmp");
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut out = options.open(&tmp)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The libp2p keypair (the same ed25519 key).
+    pub fn libp2p_keypair(&self) -> libp2p::identity::Keypair {
+        let mut secret = self.signing.to_bytes();
+        match libp2p::identity::ed25519::SecretKey::try_from_bytes(&mut secret) {
+            Ok(sk) => {
+                libp2p::identity::Keypair::from(libp2p::identity::ed25519::Keypair::from(sk))
+            }
+            // 32 bytes are always a valid ed25519 secret; keep a total function anyway.
+            Err(_) => libp2p::identity::Keypair::generate_ed25519(),
+        }
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.libp2p_keypair().public().to_peer_id()
+    }
+
+    /// The ed25519 public key bytes.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// The X25519 secret that opens messages sealed to us.
+    pub fn msg_secret(&self) -> &[u8; 32] {
+        &self.msg_secret
+    }
+
+    /// The X25519 public key others seal to.
+    pub fn msg_public(&self) -> &[u8; 32] {
+        &self.msg_public
+    }
+
+    /// Signs a fresh card with our keys, `name` and `relays`.
+    pub fn card(&self, name: &str, relays: Vec<String>, issued_ms: u64) -> ContactCard {
+        let mut card = ContactCard {
+            identity: self.public_key(),
+            msg_key: self.msg_public,
+            name: name.to_owned(),
+            relays,
+            issued_ms,
+            signature: Vec::new(),
+        };
+        card.signature = self.signing.sign(&card.body_bytes()).to_bytes().to_vec();
+        card
+    }
+}
+
+/// The 60-digit number two people compare to verify each other, in 12 groups of 5.
+/// It depends only on the two identity keys, not on who computes it.
+pub fn safety_number(a: &[u8; 32], b: &[u8; 32]) -> String {
+    let mut halves = [fingerprint_digits(a), fingerprint_digits(b)];
+    halves.sort();
+    let digits = halves.concat();
+    digits
+        .as_bytes()
+        .chunks(5)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// 30 digits from an identity key: 1024 rounds of SHA-256 (so a matching key is costly to
+/// grind), then six 5-digit groups from 40-bit chunks.
+fn fingerprint_digits(key: &[u8; 32]) -> String {
+    let mut hash = Sha256::new()
+        .chain_update(b"bonghwa-safety-v1")
+        .chain_update(key)
+        .finalize();
+    for _ in 0..1024 {
+        hash = Sha256::new().chain_update(hash).chain_update(key).finalize();
+    }
+    hash[..30]
+        .chunks(5)
+        .map(|chunk| {
+            let value = chunk.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            format!("{:05}", value % 100_000)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Identity {
+        Identity::generate().unwrap()
+    }
+
+    #[test]
+    fn contact_code_round_trips_and_verifies() {
+        let id = alice();
+        let card = id.card("Alice 앨리스", vec![], 1_700_000_000_000);
+        let code = card.to_code();
+        assert!(code.starts_with("BH1"));
+        let back = ContactCard::from_code(&code).unwrap();
+        assert_eq!(back, card);
+        assert_eq!(back.peer_id().unwrap(), id.peer_id());
+        // Lower case, spaces and line breaks are tolerated.
+        let messy = code.to_lowercase().replace("bh1", "bh1 ");
+        assert_eq!(ContactCard::from_code(&messy).unwrap(), card);
+    }
+
+    #[test]
+    fn mistyped_code_is_refused_with_checksum_message() {
+        let code = alice().card("Alice", vec![], 1).to_code();
+        let mut chars: Vec<char> = code.chars().collect();
+        let i = chars.len() / 2;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let typo: String = chars.into_iter().collect();
+        let err = ContactCard::from_code(&typo).unwrap_err();
+        assert!(matches!(err, IdentityError::BadChecksum), "{err}");
+        assert!(err.to_string().contains("checksum"));
+    }
+
+    #[test]
+    fn truncated_code_is_refused() {
+        let code = alice().card("Alice", vec![], 1).to_code();
+        for cut in [4, 10, code.len() / 2, code.len() - 1] {
+            let err = ContactCard::from_code(&code[..cut]).unwrap_err();
+            assert!(
+                matches!(err, IdentityError::BadChecksum),
+                "cut at {cut}: {err}"
+            );
+        }
+        assert!(matches!(
+            ContactCard::from_code("hello").unwrap_err(),
+            IdentityError::NotACode
+        ));
+        assert!(matches!(
+            ContactCard::from_code("BH1!!!!").unwrap_err(),
+            IdentityError::BadCharacters
+        ));
+    }
+
+    #[test]
+    fn forged_card_fails_signature() {
+        let mut card = alice().card("Alice", vec![], 1);
+        card.name = "Mallory".into();
+        assert!(matches!(card.verify(), Err(IdentityError::BadSignature)));
+        // Re-encoded with a valid checksum, the code is still refused.
+        assert!(matches!(
+            ContactCard::from_code(&card.to_code()),
+            Err(IdentityError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn safety_number_is_symmetric_and_distinct() {
+        let (a, b, c) = (alice(), alice(), alice());
+        let ab = safety_number(&a.public_key(), &b.public_key());
+        assert_eq!(ab, safety_number(&b.public_key(), &a.public_key()));
+        assert_ne!(ab, safety_number(&a.public_key(), &c.public_key()));
+        assert_eq!(ab.split(' ').count(), 12);
+        assert!(ab.chars().all(|c| c.is_ascii_digit() || c == ' '));
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.key");
+        let first = Identity::load_or_create(&path).unwrap();
+        let again = Identity::load_or_create(&path).unwrap();
+        assert_eq!(first.peer_id(), again.peer_id());
+        assert_eq!(first.msg_public(), again.msg_public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::write(&path, b"garbage").unwrap();
+        assert!(Identity::load_or_create(&path).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Plain data that the store keeps and the API hands out: messages, contacts, chats.
+//!
+//! These types carry no behaviour beyond ordering and formatting; the store persists them
+//! with postcard and the RPC layer turns them into JSON.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::ContactCard;
+
+/// A message's 32-byte id, random at creation and unchanged across retries and routes,
+/// so that a receiver can drop duplicates.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MessageId(pub [u8; 32]);
+
+impl MessageId {
+    /// A fresh id from the operating system's randomness.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// Lower-case hex, the form used in JSON.
+    pub fn to_hex(&self) -> String {
+        data_encoding::HEXLOWER.encode(&self.0)
+    }
+
+    /// Parses the lower- or upper-case hex form; `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(text.as_bytes())
+            .ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({})", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// A hybrid-logical-clock timestamp: wall-clock milliseconds plus a counter that keeps
+/// the order causal when clocks disagree or several messages share a millisecond.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Hlc {
+    /// Milliseconds since the Unix epoch (never behind any timestamp this clock has seen).
+    pub ms: u64,
+    /// Tie-breaker within one millisecond.
+    pub counter: u32,
+}
+
+impl Hlc {
+    /// Big-endian bytes, so that byte order equals time order in the store's keys.
+    pub fn to_be_bytes(self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[..8].copy_from_slice(&self.ms.to_be_bytes());
+        out[8..].copy_from_slice(&self.counter.to_be_bytes());
+        out
+    }
+}
+
+/// The clock that stamps new messages; it moves forward past every timestamp it receives.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HlcClock {
+    last: Hlc,
+}
+
+impl HlcClock {
+    /// Stamps an event happening at wall-clock time `now_ms`.
+    pub fn tick(&mut self, now_ms: u64) -> Hlc {
+        self.last = if now_ms > self.last.ms {
+            Hlc {
+                ms: now_ms,
+                counter: 0,
+            }
+        } else {
+            Hlc {
+                ms: self.last.ms,
+                counter: self.last.counter.saturating_add(1),
+            }
+        };
+        self.last
+    }
+
+    /// Takes a received timestamp into account so later local stamps sort after it.
+    /// Timestamps more than `max_skew_ms` ahead of `now_ms` are ignored rather than
+    /// dragging the clock into the future.
+    pub fn observe(&mut self, seen: Hlc, now_ms: u64, max_skew_ms: u64) {
+        if seen.ms <= now_ms.saturating_add(max_skew_ms) && seen > self.last {
+            self.last = seen;
+        }
+    }
+}
+
+/// Where an outgoing message stands, or `Delivered` for a received one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MessageStatus {
+    /// Stored in the outbox, not yet handed to any route.
+    Pending,
+    /// Handed to the recipient's open connection (or, later, a mailbox); no ack yet.
+    Sent,
+    /// The recipient acknowledged it after storing it durably.
+    Delivered,
+    /// The recipient showed it (optional receipt).
+    Read,
+    /// Expired in the outbox without an ack.
+    Failed,
+}
+
+impl MessageStatus {
+    /// The JSON spelling (`"pending"`, `"sent"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether moving from `self` to `next` is progress. Statuses only move forward,
+    /// except that nothing leaves `Failed` but a late ack (`Delivered`, `Read`).
+    pub fn can_become(self, next: MessageStatus) -> bool {
+        match (self, next) {
+            (Self::Failed, Self::Delivered | Self::Read) => true,
+            (Self::Failed, _) => false,
+            (_, Self::Failed) => matches!(self, Self::Pending | Self::Sent),
+            _ => next > self,
+        }
+    }
+}
+
+/// One message in a chat, incoming or outgoing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Unique id, the dedup key.
+    pub id: MessageId,
+    /// The chat it belongs to: for a direct chat, the other person's peer id (base58).
+    pub chat: String,
+    /// The author's peer id (base58); our own for outgoing messages.
+    pub from: String,
+    /// The text as typed.
+    pub text: String,
+    /// The author's clock at creation; orders the chat.
+    pub hlc: Hlc,
+    /// Delivery status (outgoing) or `Delivered` (incoming).
+    pub status: MessageStatus,
+    /// True when we wrote it.
+    pub outgoing: bool,
+}
+
+/// Whether a contact was added by us or only wrote to us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContactState {
+    /// Added by the user from a contact code (or accepted): trusted to chat.
+    Accepted,
+    /// A stranger who sent a message; shown as a request until the user adds them.
+    Request,
+}
+
+/// Someone we can write to: their signed card plus what the user decided about them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their peer id (base58), also the direct chat's id.
+    pub peer_id: String,
+    /// The newest card they signed: message key, name, mailboxes.
+    pub card: ContactCard,
+    /// A name the user chose, shown instead of the card's name when set.
+    pub alias: Option<String>,
+    /// The user compared safety numbers and confirmed them.
+    pub verified: bool,
+    /// Accepted contact or pending request.
+    pub state: ContactState,
+}
+
+impl Contact {
+    /// The name to show: the user's alias, else the name the contact chose.
+    pub fn display_name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.card.name)
+    }
+}
+
+/// Per-chat bookkeeping kept next to the messages, so listing chats needs no scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMeta {
+    /// Incoming messages not yet marked read.
+    pub unread: u32,
+    /// The newest message by HLC, for previews and sorting by activity.
+    pub last: Option<StoredMessage>,
+}
+
+/// An outgoing message that has not been acknowledged yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The message id (the same as in the history).
+    pub id: MessageId,
+    /// Recipient peer id (base58).
+    pub to: String,
+    /// When it was created, in Unix milliseconds.
+    pub created_ms: u64,
+    /// When it stops being retried and becomes `Failed`, in Unix milliseconds.
+    pub expires_ms: u64,
+}

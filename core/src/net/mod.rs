@@ -1,0 +1,138 @@
+//! The libp2p side: behaviours, transports and the framing of Bonghwa's protocols.
+//!
+//! One `Behaviour` composes everything a node speaks. The actor in `node` owns the
+//! `Swarm` built here and is the only code that drives it.
+
+mod codec;
+mod keep_alive;
+
+use std::time::Duration;
+
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    connection_limits, identify, mdns, memory_connection_limits, noise, ping, request_response,
+    tcp, yamux, Multiaddr, StreamProtocol, Swarm,
+};
+
+pub(crate) use codec::{CardCodec, CardRequest, DmCodec};
+
+use crate::identity::Identity;
+
+/// The direct-message protocol: push sealed envelopes, get per-envelope acks.
+pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/dm/1");
+/// Asks a peer for its signed contact card (used for LAN peers found by mDNS).
+pub const CARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/card/1");
+/// The identify protocol version string: peers with another value are not Bonghwa nodes.
+pub const IDENTIFY_PROTOCOL: &str = "/bonghwa/1.0.0";
+
+/// Connections in total, and per peer.
+pub const MAX_CONNECTIONS: u32 = 512;
+/// Connections to one peer (TCP + QUIC + a spare while redialling).
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections still handshaking, each way.
+pub const MAX_PENDING_CONNECTIONS: u32 = 128;
+/// New connections are refused once the process uses this share of system memory.
+pub const MAX_MEMORY_FRACTION: f64 = 0.9;
+/// Concurrent streams per request-response protocol per connection.
+pub const MAX_CONCURRENT_STREAMS: usize = 32;
+/// How long a request may wait for its response.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an unused connection to a non-contact stays open.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything a node speaks, composed.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) memory: memory_connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) dm: request_response::Behaviour<DmCodec>,
+    pub(crate) card: request_response::Behaviour<CardCodec>,
+    pub(crate) keep_alive: keep_alive::Behaviour,
+}
+
+/// Why the network could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// A transport could not be built.
+    #[error("could not set up the network transports: {0}")]
+    Transport(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {detail}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// Builds the swarm for `identity`; mDNS only when `mdns` is set.
+pub(crate) fn build_swarm(identity: &Identity, mdns: bool) -> Result<Swarm<Behaviour>, NetError> {
+    let keypair = identity.libp2p_keypair();
+    let transport_err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_err(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| transport_err(&e))?
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mdns = if mdns {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            } else {
+                None
+            };
+            let rr_config = request_response::Config::default()
+                .with_request_timeout(REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(MAX_CONNECTIONS))
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+                .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                memory: memory_connection_limits::Behaviour::with_max_percentage(
+                    MAX_MEMORY_FRACTION,
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(format!("bonghwa/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                mdns: Toggle::from(mdns),
+                dm: request_response::Behaviour::new(
+                    [(DM_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    rr_config.clone(),
+                ),
+                card: request_response::Behaviour::new(
+                    [(CARD_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    rr_config,
+                ),
+                keep_alive: keep_alive::Behaviour::default(),
+            })
+        })
+        .map_err(|e| transport_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .build();
+    Ok(swarm)
+}
+
+/// The default listen addresses: TCP and QUIC on all interfaces, ports chosen by the OS.
+pub fn default_listen_addrs() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}

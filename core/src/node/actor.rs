@@ -1,0 +1,743 @@
+//! The task that owns the `Swarm` and the store. It runs one `select!` loop over commands
+//! from handles, swarm events and the outbox's retry timer; nothing else touches either.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
+use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
+use crate::event::{Event, Via};
+use crate::identity::{self, ContactCard, Identity};
+use crate::model::{ContactState, HlcClock, MessageId};
+use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
+use crate::proto::outbox::{self, Outbox};
+use crate::store::Store;
+use crate::wire::DmResponse;
+
+/// Commands handled in one round before the store is flushed once for all of them.
+const MAX_COMMAND_BATCH: usize = 256;
+/// LAN peers remembered from mDNS.
+const MAX_NEARBY: usize = 256;
+/// Addresses remembered per peer.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Bad frames or envelopes a peer may send before we hang up on it.
+const MAX_STRIKES: u32 = 16;
+/// Clock skew we accept from a sender before ignoring its timestamp for our clock.
+pub(super) const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
+/// Setting key of the display name.
+pub(super) const NAME_KEY: &str = "name";
+/// Setting-key prefix of a peer's last known addresses.
+const ADDRS_KEY: &str = "addrs/";
+
+/// A LAN peer found by mDNS.
+#[derive(Debug, Default)]
+struct NearbyEntry {
+    card: Option<ContactCard>,
+    card_requested: bool,
+}
+
+/// State of one connected peer.
+#[derive(Debug, Default)]
+struct Connected {
+    addrs: BTreeMap<ConnectionId, Multiaddr>,
+}
+
+pub(super) struct Actor {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) store: Box<dyn Store>,
+    pub(super) identity: Identity,
+    pub(super) name: String,
+    pub(super) card: ContactCard,
+    pub(super) clock: HlcClock,
+    pub(super) outbox: Outbox,
+    pub(super) ttl_ms: u64,
+    pub(super) events: broadcast::Sender<Event>,
+    commands: mpsc::Receiver<Command>,
+    /// Outstanding dm requests: which messages each carries, to whom.
+    pub(super) pending_dm: HashMap<OutboundRequestId, (PeerId, Vec<MessageId>)>,
+    pending_connect: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
+    connected: BTreeMap<PeerId, Connected>,
+    nearby: BTreeMap<PeerId, NearbyEntry>,
+    listen_addrs: BTreeSet<Multiaddr>,
+    strikes: HashMap<PeerId, u32>,
+    bootstrap: Vec<Multiaddr>,
+    dial_on_start: bool,
+}
+
+impl Actor {
+    pub(super) async fn new(
+        config: Config,
+        identity: Identity,
+        store: Box<dyn Store>,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<Event>,
+    ) -> NodeResult<Self> {
+        let mut swarm = net::build_swarm(&identity, config.mdns)?;
+        let name = match &config.name {
+            Some(name) => {
+                identity::check_name(name)?;
+                store.set_setting(NAME_KEY, name.as_bytes())?;
+                name.clone()
+            }
+            None => match store.setting(NAME_KEY)? {
+                Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                None => default_name(&identity.peer_id()),
+            },
+        };
+        let card = identity.card(&name, Vec::new(), now_ms());
+        let listen = if config.listen.is_empty() {
+            net::default_listen_addrs()
+        } else {
+            config.listen.clone()
+        };
+        let mut listeners = std::collections::HashSet::new();
+        for addr in listen {
+            let id = swarm.listen_on(addr.clone()).map_err(|e| net::NetError::Listen {
+                addr: addr.clone(),
+                detail: e.to_string(),
+            })?;
+            listeners.insert(id);
+        }
+        let mut listen_addrs = BTreeSet::new();
+        // Wait until each listener has an address, so `identity` is right from the start.
+        let deadline = tokio::time::Instant::now() + super::LISTEN_TIMEOUT;
+        while !listeners.is_empty() {
+            let event = match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(event) => event,
+                Err(_) => break,
+            };
+            match event {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
+                    listeners.remove(&listener_id);
+                    listen_addrs.insert(address);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    addresses,
+                } => {
+                    let detail = match reason {
+                        Ok(()) => "closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(net::NetError::Listen {
+                        addr: addresses.first().cloned().unwrap_or(Multiaddr::empty()),
+                        detail: format!("listener {listener_id:?} {detail}"),
+                    }
+                    .into());
+                }
+                other => tracing::debug!(?other, "event before ready"),
+            }
+        }
+        let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut actor = Self {
+            swarm,
+            store,
+            identity,
+            name,
+            card,
+            clock: HlcClock::default(),
+            outbox: Outbox::new(seed()),
+            ttl_ms,
+            events,
+            commands,
+            pending_dm: HashMap::new(),
+            pending_connect: HashMap::new(),
+            connected: BTreeMap::new(),
+            nearby: BTreeMap::new(),
+            listen_addrs,
+            strikes: HashMap::new(),
+            bootstrap: config.bootstrap,
+            dial_on_start: config.dial_on_start,
+        };
+        actor.resume()?;
+        Ok(actor)
+    }
+
+    /// Loads contacts and the outbox from the store and dials what we know.
+    fn resume(&mut self) -> NodeResult<()> {
+        let now = now_ms();
+        for contact in self.store.contacts()? {
+            let Ok(peer) = contact.peer_id.parse::<PeerId>() else {
+                continue;
+            };
+            for addr in self.known_addrs(&peer) {
+                self.swarm.add_peer_address(peer, addr);
+            }
+            if contact.state == ContactState::Accepted {
+                self.swarm.behaviour_mut().keep_alive.set_kept(peer, true);
+                if self.dial_on_start {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+        }
+        for addr in self.bootstrap.clone() {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, "cannot dial bootstrap peer: {e:#}");
+            }
+        }
+        // Messages sent in an earlier run keep their order and their ids.
+        let entries = self.store.outbox()?;
+        for entry in entries {
+            self.clock.observe(
+                crate::model::Hlc {
+                    ms: entry.created_ms,
+                    counter: 0,
+                },
+                now,
+                MAX_SKEW_MS,
+            );
+            let outputs = self.outbox.handle(outbox::Input::Queued(entry), now);
+            self.apply_outbox(outputs);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let wake = self.outbox.next_wakeup();
+            let sleep = async {
+                match wake {
+                    Some(at) => {
+                        let delay = at.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    let mut batch = vec![command];
+                    while batch.len() < MAX_COMMAND_BATCH {
+                        match self.commands.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.handle_commands(batch) {
+                        break;
+                    }
+                }
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                () = sleep => {
+                    let outputs = self.outbox.handle(outbox::Input::Tick, now_ms());
+                    self.apply_outbox(outputs);
+                }
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!("final flush failed: {e:#}");
+        }
+        tracing::info!("node stopped");
+    }
+
+    /// Handles a batch of commands; sends are made durable with one flush. Returns true on shutdown.
+    fn handle_commands(&mut self, batch: Vec<Command>) -> bool {
+        let mut sends = Vec::new();
+        let mut shutdown = None;
+        for command in batch {
+            match command {
+                Command::Send { to, text, reply } => match self.prepare_send(&to, &text) {
+                    Ok(prepared) => sends.push((prepared, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Command::Shutdown(reply) => shutdown = Some(reply),
+                other => self.handle_query(other),
+            }
+        }
+        if !sends.is_empty() {
+            self.commit_sends(sends);
+        }
+        if let Some(reply) = shutdown {
+            let result = self.store.flush().map_err(NodeError::from);
+            let _ = reply.send(result);
+            return true;
+        }
+        false
+    }
+
+    fn handle_query(&mut self, command: Command) {
+        match command {
+            Command::Identity(reply) => {
+                let _ = reply.send(Ok(self.identity_info()));
+            }
+            Command::SetName(name, reply) => {
+                let _ = reply.send(self.set_name(name));
+            }
+            Command::Connect(addr, reply) => self.connect(addr, reply),
+            Command::Peers(reply) => {
+                let _ = reply.send(Ok(self.peers()));
+            }
+            Command::Nearby(reply) => {
+                let _ = reply.send(Ok(self.nearby_list()));
+            }
+            Command::ContactAdd { code, name, reply } => {
+                let _ = reply.send(self.contact_add(&code, name));
+            }
+            Command::Contacts(reply) => {
+                let _ = reply.send(self.contacts());
+            }
+            Command::SafetyNumber(peer, reply) => {
+                let _ = reply.send(self.safety_number(&peer));
+            }
+            Command::ContactVerify(peer, reply) => {
+                let _ = reply.send(self.contact_verify(&peer));
+            }
+            Command::Chats(reply) => {
+                let _ = reply.send(self.chats());
+            }
+            Command::Messages {
+                chat,
+                limit,
+                before,
+                reply,
+            } => {
+                let _ = reply.send(self.messages(&chat, limit, before));
+            }
+            Command::MarkRead(chat, reply) => {
+                let _ = reply.send(self.store.mark_read(&chat).map_err(NodeError::from));
+            }
+            Command::Send { reply, .. } => {
+                let _ = reply.send(Err(NodeError::InvalidArgument("send out of band".into())));
+            }
+            Command::Shutdown(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    pub(super) fn emit(&self, event: Event) {
+        // No subscriber is fine: the store already holds what the event reports.
+        let _ = self.events.send(event);
+    }
+
+    fn identity_info(&self) -> super::IdentityInfo {
+        let me = self.identity.peer_id();
+        super::IdentityInfo {
+            peer_id: me.to_string(),
+            name: self.name.clone(),
+            contact_code: self.card.to_code(),
+            addrs: self
+                .listen_addrs
+                .iter()
+                .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
+                .collect(),
+        }
+    }
+
+    fn set_name(&mut self, name: String) -> NodeResult<()> {
+        identity::check_name(&name)?;
+        self.store.set_setting(NAME_KEY, name.as_bytes())?;
+        self.store.flush()?;
+        self.card = self.identity.card(&name, self.card.relays.clone(), now_ms());
+        self.name = name;
+        Ok(())
+    }
+
+    fn connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        let opts = match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .build(),
+            _ => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_connect.insert(id, (addr, reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Dial {
+                    addr: addr.to_string(),
+                    detail: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn peers(&self) -> Vec<super::PeerInfo> {
+        self.connected
+            .iter()
+            .map(|(peer, c)| {
+                let relayed = c
+                    .addrs
+                    .values()
+                    .all(|a| a.iter().any(|p| matches!(p, Protocol::P2pCircuit)));
+                super::PeerInfo {
+                    peer_id: peer.to_string(),
+                    addrs: c.addrs.values().map(ToString::to_string).collect(),
+                    via: if relayed { Via::Relay } else { Via::Direct },
+                    name: self.peer_name(peer),
+                }
+            })
+            .collect()
+    }
+
+    fn peer_name(&self, peer: &PeerId) -> Option<String> {
+        if let Ok(Some(contact)) = self.store.contact(&peer.to_string()) {
+            return Some(contact.display_name().to_owned());
+        }
+        self.nearby
+            .get(peer)
+            .and_then(|n| n.card.as_ref())
+            .map(|c| c.name.clone())
+    }
+
+    fn nearby_list(&self) -> Vec<super::NearbyPeer> {
+        self.nearby
+            .iter()
+            .filter_map(|(peer, n)| {
+                let card = n.card.as_ref()?;
+                Some(super::NearbyPeer {
+                    peer_id: peer.to_string(),
+                    name: card.name.clone(),
+                    contact_code: card.to_code(),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn is_online(&self, peer: &PeerId) -> bool {
+        self.connected.contains_key(peer)
+    }
+
+    /// Addresses we remembered for `peer` in an earlier run.
+    fn known_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let key = format!("{ADDRS_KEY}{peer}");
+        let Ok(Some(bytes)) = self.store.setting(&key) else {
+            return Vec::new();
+        };
+        postcard::from_bytes::<Vec<String>>(&bytes)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .take(MAX_ADDRS_PER_PEER)
+            .collect()
+    }
+
+    /// Remembers a contact's addresses for the next run.
+    fn remember_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
+        let list: Vec<String> = addrs
+            .iter()
+            .take(MAX_ADDRS_PER_PEER)
+            .map(ToString::to_string)
+            .collect();
+        if let Ok(bytes) = postcard::to_stdvec(&list) {
+            if let Err(e) = self.store.set_setting(&format!("{ADDRS_KEY}{peer}"), &bytes) {
+                tracing::warn!("cannot remember addresses of {peer}: {e:#}");
+            }
+        }
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Dm(event)) => self.on_dm_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Card(event)) => self.on_card_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
+            SwarmEvent::Behaviour(_) => {}
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.listen_addrs.insert(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.remove(&address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                if let Some((_, reply)) = self.pending_connect.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if endpoint.is_dialer() {
+                    self.swarm.add_peer_address(peer_id, addr.clone());
+                }
+                let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+                self.connected
+                    .entry(peer_id)
+                    .or_default()
+                    .addrs
+                    .insert(connection_id, addr);
+                if num_established.get() == 1 {
+                    tracing::info!(%peer_id, "connected");
+                    self.emit(Event::PeerConnected {
+                        peer_id: peer_id.to_string(),
+                        via: if relayed { Via::Relay } else { Via::Direct },
+                    });
+                    let outputs = self
+                        .outbox
+                        .handle(outbox::Input::PeerUp(peer_id.to_string()), now_ms());
+                    self.apply_outbox(outputs);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(c) = self.connected.get_mut(&peer_id) {
+                    c.addrs.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    tracing::info!(%peer_id, "disconnected");
+                    self.emit(Event::PeerDisconnected {
+                        peer_id: peer_id.to_string(),
+                    });
+                    let outputs = self
+                        .outbox
+                        .handle(outbox::Input::PeerDown(peer_id.to_string()), now_ms());
+                    self.apply_outbox(outputs);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                if let Some((addr, reply)) = self.pending_connect.remove(&connection_id) {
+                    let _ = reply.send(Err(NodeError::Dial {
+                        addr: addr.to_string(),
+                        detail: error.to_string(),
+                    }));
+                } else {
+                    tracing::debug!(?peer_id, "dial failed: {error}");
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!("incoming connection failed: {error}");
+            }
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else {
+            return;
+        };
+        if info.protocol_version != net::IDENTIFY_PROTOCOL {
+            tracing::debug!(%peer_id, version = %info.protocol_version, "not a Bonghwa peer");
+            return;
+        }
+        let addrs: Vec<Multiaddr> = info
+            .listen_addrs
+            .into_iter()
+            .filter(|a| !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+            .take(MAX_ADDRS_PER_PEER)
+            .collect();
+        for addr in &addrs {
+            self.swarm.add_peer_address(peer_id, addr.clone());
+        }
+        if matches!(self.store.contact(&peer_id.to_string()), Ok(Some(_))) {
+            self.remember_addrs(&peer_id, &addrs);
+        }
+    }
+
+    fn on_mdns_event(&mut self, event: mdns::Event) {
+        match event {
+            mdns::Event::Discovered(found) => {
+                for (peer, addr) in found {
+                    if peer == self.identity.peer_id() {
+                        continue;
+                    }
+                    self.swarm.add_peer_address(peer, addr);
+                    if !self.nearby.contains_key(&peer) {
+                        if self.nearby.len() >= MAX_NEARBY {
+                            continue;
+                        }
+                        self.nearby.insert(peer, NearbyEntry::default());
+                        self.emit(Event::PeerDiscovered {
+                            peer_id: peer.to_string(),
+                            source: "mdns",
+                        });
+                    }
+                    let Some(entry) = self.nearby.get_mut(&peer) else {
+                        continue;
+                    };
+                    if !entry.card_requested {
+                        entry.card_requested = true;
+                        self.swarm
+                            .behaviour_mut()
+                            .card
+                            .send_request(&peer, CardRequest);
+                    }
+                }
+            }
+            mdns::Event::Expired(gone) => {
+                for (peer, _) in gone {
+                    let still_there = self
+                        .swarm
+                        .behaviour()
+                        .mdns
+                        .as_ref()
+                        .is_some_and(|m| m.discovered_nodes().any(|p| *p == peer));
+                    if !still_there {
+                        self.nearby.remove(&peer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_card_event(&mut self, event: request_response::Event<CardRequest, ContactCard>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request { channel, .. },
+                ..
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .card
+                    .send_response(channel, self.card.clone());
+                let _ = peer;
+            }
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => {
+                if response.peer_id().ok() != Some(peer) {
+                    self.strike(peer, "card for another peer");
+                    return;
+                }
+                if let Some(entry) = self.nearby.get_mut(&peer) {
+                    entry.card = Some(response);
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "card request failed: {error}");
+                if let Some(entry) = self.nearby.get_mut(&peer) {
+                    entry.card_requested = false;
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "card request from peer failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_dm_event(
+        &mut self,
+        event: request_response::Event<crate::wire::DmRequest, DmResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                let response = self.receive_envelopes(peer, request);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .dm
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "dm response channel closed; the sender will retry");
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.on_dm_response(peer, request_id, response),
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "dm request failed: {error}");
+                if let Some((_, ids)) = self.pending_dm.remove(&request_id) {
+                    let now = now_ms();
+                    for id in ids {
+                        let outputs = self.outbox.handle(outbox::Input::Failed(id), now);
+                        self.apply_outbox(outputs);
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::info!(%peer, "bad dm request: {error}");
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.strike(peer, "malformed dm frame");
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Counts misbehaviour; a peer that keeps sending garbage is disconnected.
+    pub(super) fn strike(&mut self, peer: PeerId, why: &str) {
+        let strikes = self.strikes.entry(peer).or_insert(0);
+        *strikes += 1;
+        tracing::info!(%peer, strikes = *strikes, "{why}");
+        if *strikes >= MAX_STRIKES {
+            self.strikes.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        if self.strikes.len() > 4096 {
+            self.strikes.clear();
+        }
+    }
+
+    /// Dials a peer by id using whatever addresses the swarm knows.
+    pub(super) fn dial_peer(&mut self, peer: PeerId) {
+        if let Err(e) = self.swarm.dial(peer) {
+            tracing::debug!(%peer, "cannot dial: {e}");
+        }
+    }
+
+    /// Keeps a contact's connections open (or stops doing so).
+    pub(super) fn keep(&mut self, peer: PeerId, keep: bool) {
+        if !self.swarm.behaviour_mut().keep_alive.set_kept(peer, keep) {
+            tracing::warn!(%peer, "keep-alive set is full");
+        }
+    }
+}
+
+fn default_name(peer: &PeerId) -> String {
+    let text = peer.to_string();
+    let tail = &text[text.len().saturating_sub(6)..];
+    format!("bonghwa-{tail}")
+}
+
+/// A seed for backoff jitter; it needs to differ between nodes, not to be secret.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        return now_ms();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// Makes the outbox reachable from direct.rs without exposing Actor's fields twice.
+pub(super) fn ttl_expiry(created_ms: u64, ttl_ms: u64) -> u64 {
+    created_ms.saturating_add(ttl_ms)
+}

@@ -1,0 +1,487 @@
+//! Direct messages and contacts: sending through the outbox, receiving with
+//! open → dedup → persist → flush → ack → event, and the contact-book queries.
+
+use libp2p::PeerId;
+
+use super::actor::{Actor, ttl_expiry};
+use super::{ChatInfo, ContactInfo, MessageInfo, NodeError, NodeResult, Reply, now_ms};
+use crate::crypto;
+use crate::event::Event;
+use crate::identity::{self, ContactCard};
+use crate::model::{
+    Contact, ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+};
+use crate::proto::outbox::{self, Output};
+use crate::wire::{self, Ack, Body, DmPayload, DmRequest, DmResponse, Reject};
+
+/// Contact requests from strangers kept at most; more are asked to retry later.
+const MAX_REQUESTS: usize = 256;
+
+/// A send that is written to the store but not yet flushed.
+pub(super) struct PreparedSend {
+    id: MessageId,
+    entry: OutboxEntry,
+}
+
+impl Actor {
+    /// Validates a send and writes the message and its outbox entry (not yet flushed).
+    pub(super) fn prepare_send(&mut self, to: &str, text: &str) -> NodeResult<PreparedSend> {
+        let peer: PeerId = to.parse().map_err(|_| {
+            NodeError::InvalidArgument(format!("{to:?} is not a peer id (expected 12D3Koo…)"))
+        })?;
+        if peer == self.identity.peer_id() {
+            return Err(NodeError::InvalidArgument(
+                "you cannot send a message to yourself".into(),
+            ));
+        }
+        if self.store.contact(to)?.is_none() {
+            return Err(NodeError::NotFound(format!(
+                "{to} is not a contact; add them with contact_add and their contact code first"
+            )));
+        }
+        if text.trim().is_empty() {
+            return Err(NodeError::InvalidArgument("the message is empty".into()));
+        }
+        if text.len() > wire::MAX_TEXT_BYTES {
+            return Err(NodeError::InvalidArgument(format!(
+                "the message is {} bytes; the limit is {} bytes",
+                text.len(),
+                wire::MAX_TEXT_BYTES
+            )));
+        }
+        if !self.outbox.has_room() {
+            return Err(NodeError::OutboxFull(self.outbox.len()));
+        }
+        let now = now_ms();
+        let id = MessageId::random()
+            .map_err(|e| NodeError::InvalidArgument(format!("no randomness: {e}")))?;
+        let hlc = self.clock.tick(now);
+        let message = StoredMessage {
+            id,
+            chat: to.to_owned(),
+            from: self.identity.peer_id().to_string(),
+            text: text.to_owned(),
+            hlc,
+            status: MessageStatus::Pending,
+            outgoing: true,
+        };
+        let entry = OutboxEntry {
+            id,
+            to: to.to_owned(),
+            created_ms: hlc.ms,
+            expires_ms: ttl_expiry(now, self.ttl_ms),
+        };
+        self.store.insert_message(&message)?;
+        self.store.outbox_put(&entry)?;
+        Ok(PreparedSend { id, entry })
+    }
+
+    /// Flushes once for a batch of sends, then answers them and hands them to the outbox.
+    pub(super) fn commit_sends(&mut self, sends: Vec<(PreparedSend, Reply<MessageId>)>) {
+        match self.store.flush() {
+            Ok(()) => {
+                let now = now_ms();
+                for (prepared, reply) in sends {
+                    let _ = reply.send(Ok(prepared.id));
+                    let outputs = self
+                        .outbox
+                        .handle(outbox::Input::Queued(prepared.entry), now);
+                    self.apply_outbox(outputs);
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot make messages durable: {e:#}");
+                for (prepared, reply) in sends {
+                    // The caller is told it failed, so it must not go out later either.
+                    let _ = self.store.outbox_remove(&prepared.id);
+                    let _ = self.store.set_status(&prepared.id, MessageStatus::Failed);
+                    let _ = reply.send(Err(NodeError::Store(crate::store::StoreError::Io(
+                        e.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Carries out what the outbox decided.
+    pub(super) fn apply_outbox(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Transmit { peer, ids } => self.transmit(&peer, ids),
+                Output::Dial { peer } => {
+                    if let Ok(peer) = peer.parse() {
+                        self.dial_peer(peer);
+                    }
+                }
+                Output::Delivered(id) => self.finish_outgoing(&id, MessageStatus::Delivered),
+                Output::Refused(id) | Output::Expired(id) => {
+                    self.finish_outgoing(&id, MessageStatus::Failed);
+                }
+            }
+        }
+    }
+
+    fn finish_outgoing(&mut self, id: &MessageId, status: MessageStatus) {
+        if let Err(e) = self.store.outbox_remove(id) {
+            tracing::warn!("cannot remove {id:?} from the outbox: {e:#}");
+        }
+        self.update_status(id, status);
+    }
+
+    fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
+        match self.store.set_status(id, status) {
+            Ok(Some(message)) => self.emit(Event::MessageStatus {
+                id: id.to_hex(),
+                chat: message.chat,
+                status,
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot update status of {id:?}: {e:#}"),
+        }
+    }
+
+    /// Seals the messages for `peer` and sends them in one request.
+    fn transmit(&mut self, peer: &str, ids: Vec<MessageId>) {
+        let now = now_ms();
+        let Ok(peer_id) = peer.parse::<PeerId>() else {
+            return;
+        };
+        let contact = match self.store.contact(peer) {
+            Ok(Some(contact)) => contact,
+            _ => {
+                for id in ids {
+                    let outputs = self.outbox.handle(outbox::Input::Rejected(id), now);
+                    self.apply_outbox(outputs);
+                }
+                return;
+            }
+        };
+        let mut envelopes = Vec::with_capacity(ids.len());
+        let mut sent = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.seal_for(&contact.card, &id) {
+                Ok(envelope) => {
+                    envelopes.push(envelope);
+                    sent.push(id);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot seal {id:?}: {e:#}");
+                    let outputs = self.outbox.handle(outbox::Input::Rejected(id), now);
+                    self.apply_outbox(outputs);
+                }
+            }
+        }
+        if sent.is_empty() {
+            return;
+        }
+        let request_id = self
+            .swarm
+            .behaviour_mut()
+            .dm
+            .send_request(&peer_id, DmRequest { envelopes });
+        for id in &sent {
+            self.update_status(id, MessageStatus::Sent);
+        }
+        self.pending_dm.insert(request_id, (peer_id, sent));
+    }
+
+    fn seal_for(&self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
+        let message = self
+            .store
+            .message(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("message {id} is gone")))?;
+        let payload = DmPayload {
+            version: wire::PAYLOAD_VERSION,
+            id: message.id,
+            hlc: message.hlc,
+            sender: self.card.clone(),
+            recipient: card.identity,
+            body: Body::Text(message.text),
+        };
+        crypto::seal(self.identity.msg_secret(), &card.msg_key, &payload.encode())
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))
+    }
+
+    pub(super) fn on_dm_response(
+        &mut self,
+        peer: PeerId,
+        request_id: libp2p::request_response::OutboundRequestId,
+        response: DmResponse,
+    ) {
+        let Some((to, ids)) = self.pending_dm.remove(&request_id) else {
+            return;
+        };
+        if to != peer {
+            return;
+        }
+        let now = now_ms();
+        for (i, id) in ids.into_iter().enumerate() {
+            let input = match response.acks.get(i) {
+                Some(Ack::Stored(acked)) if *acked == id => outbox::Input::Acked(id),
+                Some(Ack::Rejected(reason)) => {
+                    tracing::warn!(%peer, ?reason, "message {id:?} refused by the recipient");
+                    outbox::Input::Rejected(id)
+                }
+                _ => outbox::Input::Failed(id),
+            };
+            let outputs = self.outbox.handle(input, now);
+            self.apply_outbox(outputs);
+        }
+    }
+
+    /// Opens, checks, dedups and stores each envelope; flushes before answering.
+    pub(super) fn receive_envelopes(&mut self, peer: PeerId, request: DmRequest) -> DmResponse {
+        let now = now_ms();
+        let mut acks = Vec::with_capacity(request.envelopes.len());
+        let mut new_messages = Vec::new();
+        let mut new_requests = Vec::new();
+        for envelope in &request.envelopes {
+            let ack = match self.receive_one(envelope, now) {
+                Ok(Received::New(message, request)) => {
+                    let id = message.id;
+                    new_messages.push(message);
+                    if let Some(r) = request {
+                        new_requests.push(r);
+                    }
+                    Ack::Stored(id)
+                }
+                Ok(Received::Duplicate(id)) => Ack::Stored(id),
+                Ok(Received::Busy) => Ack::Retry,
+                Err(reason) => {
+                    self.strike(peer, "bad envelope");
+                    Ack::Rejected(reason)
+                }
+            };
+            acks.push(ack);
+        }
+        let stored = acks.iter().any(|a| matches!(a, Ack::Stored(_)));
+        if stored {
+            if let Err(e) = self.store.flush() {
+                tracing::error!("cannot make received messages durable: {e:#}");
+                let acks = acks
+                    .into_iter()
+                    .map(|a| if matches!(a, Ack::Stored(_)) { Ack::Retry } else { a })
+                    .collect();
+                return DmResponse { acks };
+            }
+        }
+        for (peer_id, name) in new_requests {
+            self.emit(Event::ContactRequest { peer_id, name });
+        }
+        for message in new_messages {
+            self.emit(Event::MessageReceived {
+                chat: message.chat.clone(),
+                message,
+            });
+        }
+        DmResponse { acks }
+    }
+
+    fn receive_one(&mut self, envelope: &[u8], now: u64) -> Result<Received, Reject> {
+        let opened = crypto::open(self.identity.msg_secret(), envelope)
+            .map_err(|_| Reject::Undecryptable)?;
+        let payload = DmPayload::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
+        if payload.sender.msg_key != opened.sender_msg_key
+            || payload.recipient != self.identity.public_key()
+        {
+            return Err(Reject::Forged);
+        }
+        let sender = payload.sender.peer_id().map_err(|_| Reject::Forged)?;
+        let sender_text = sender.to_string();
+        match self.store.message(&payload.id) {
+            Ok(Some(_)) => return Ok(Received::Duplicate(payload.id)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("store read failed: {e:#}");
+                return Ok(Received::Busy);
+            }
+        }
+        let mut request = None;
+        match self.store.contact(&sender_text) {
+            Ok(Some(mut contact)) => {
+                if payload.sender.issued_ms > contact.card.issued_ms {
+                    contact.card = payload.sender.clone();
+                    if let Err(e) = self.store.put_contact(&contact) {
+                        tracing::warn!("cannot update card of {sender}: {e:#}");
+                    }
+                }
+            }
+            Ok(None) => {
+                let requests = self
+                    .store
+                    .contacts()
+                    .map(|c| c.iter().filter(|c| c.state == ContactState::Request).count())
+                    .unwrap_or(usize::MAX);
+                if requests >= MAX_REQUESTS {
+                    return Ok(Received::Busy);
+                }
+                let contact = Contact {
+                    peer_id: sender_text.clone(),
+                    card: payload.sender.clone(),
+                    alias: None,
+                    verified: false,
+                    state: ContactState::Request,
+                };
+                if self.store.put_contact(&contact).is_err() {
+                    return Ok(Received::Busy);
+                }
+                request = Some((sender_text.clone(), payload.sender.name.clone()));
+            }
+            Err(_) => return Ok(Received::Busy),
+        }
+        let Body::Text(text) = payload.body;
+        let message = StoredMessage {
+            id: payload.id,
+            chat: sender_text.clone(),
+            from: sender_text,
+            text,
+            hlc: payload.hlc,
+            status: MessageStatus::Delivered,
+            outgoing: false,
+        };
+        match self.store.insert_message(&message) {
+            Ok(true) => {
+                self.clock.observe(payload.hlc, now, super::actor::MAX_SKEW_MS);
+                Ok(Received::New(message, request))
+            }
+            Ok(false) => Ok(Received::Duplicate(message.id)),
+            Err(e) => {
+                tracing::error!("cannot store a received message: {e:#}");
+                Ok(Received::Busy)
+            }
+        }
+    }
+
+    pub(super) fn contact_add(&mut self, code: &str, alias: Option<String>) -> NodeResult<PeerId> {
+        let card = ContactCard::from_code(code)?;
+        let peer = card.peer_id()?;
+        if peer == self.identity.peer_id() {
+            return Err(NodeError::InvalidArgument(
+                "that is your own contact code".into(),
+            ));
+        }
+        if let Some(alias) = &alias {
+            identity::check_name(alias)?;
+        }
+        let key = peer.to_string();
+        let contact = match self.store.contact(&key)? {
+            Some(mut existing) => {
+                if card.issued_ms >= existing.card.issued_ms {
+                    existing.card = card;
+                }
+                existing.state = ContactState::Accepted;
+                if alias.is_some() {
+                    existing.alias = alias;
+                }
+                existing
+            }
+            None => Contact {
+                peer_id: key,
+                card,
+                alias,
+                verified: false,
+                state: ContactState::Accepted,
+            },
+        };
+        self.store.put_contact(&contact)?;
+        self.store.flush()?;
+        self.keep(peer, true);
+        if !self.is_online(&peer) {
+            self.dial_peer(peer);
+        }
+        Ok(peer)
+    }
+
+    pub(super) fn contacts(&self) -> NodeResult<Vec<ContactInfo>> {
+        Ok(self
+            .store
+            .contacts()?
+            .into_iter()
+            .filter(|c| c.state == ContactState::Accepted)
+            .map(|c| ContactInfo {
+                online: c.peer_id.parse().is_ok_and(|p| self.is_online(&p)),
+                name: c.display_name().to_owned(),
+                verified: c.verified,
+                peer_id: c.peer_id,
+            })
+            .collect())
+    }
+
+    fn known_contact(&self, peer: &PeerId) -> NodeResult<Contact> {
+        self.store
+            .contact(&peer.to_string())?
+            .ok_or_else(|| NodeError::NotFound(format!("{peer} is not a contact")))
+    }
+
+    pub(super) fn safety_number(&self, peer: &PeerId) -> NodeResult<String> {
+        let contact = self.known_contact(peer)?;
+        Ok(identity::safety_number(
+            &self.identity.public_key(),
+            &contact.card.identity,
+        ))
+    }
+
+    pub(super) fn contact_verify(&mut self, peer: &PeerId) -> NodeResult<()> {
+        let mut contact = self.known_contact(peer)?;
+        contact.verified = true;
+        self.store.put_contact(&contact)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    pub(super) fn chats(&self) -> NodeResult<Vec<ChatInfo>> {
+        let mut chats: Vec<ChatInfo> = Vec::new();
+        for (id, meta) in self.store.chats()? {
+            let contact = self.store.contact(&id)?;
+            chats.push(ChatInfo {
+                name: contact
+                    .as_ref()
+                    .map_or_else(|| id.clone(), |c| c.display_name().to_owned()),
+                request: contact.is_some_and(|c| c.state == ContactState::Request),
+                kind: "direct",
+                unread: meta.unread,
+                last: meta.last.as_ref().map(MessageInfo::from),
+                id,
+            });
+        }
+        chats.sort_by(|a, b| {
+            let key = |c: &ChatInfo| c.last.as_ref().map(|m| m.sent_at);
+            key(b).cmp(&key(a)).then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(chats)
+    }
+
+    pub(super) fn messages(
+        &self,
+        chat: &str,
+        limit: usize,
+        before: Option<MessageId>,
+    ) -> NodeResult<Vec<MessageInfo>> {
+        let before = match before {
+            Some(id) => {
+                let message = self
+                    .store
+                    .message(&id)?
+                    .ok_or_else(|| NodeError::NotFound(format!("no message with id {id}")))?;
+                Some((message.hlc, message.id))
+            }
+            None => None,
+        };
+        Ok(self
+            .store
+            .messages(chat, limit, before)?
+            .iter()
+            .map(MessageInfo::from)
+            .collect())
+    }
+}
+
+/// The outcome of receiving one envelope that opened correctly.
+enum Received {
+    /// Stored now; with a contact request `(peer_id, name)` if the sender was a stranger.
+    New(StoredMessage, Option<(String, String)>),
+    /// Already held: ack again, store and show nothing.
+    Duplicate(MessageId),
+    /// Could not store it now; ask the sender to retry.
+    Busy,
+}

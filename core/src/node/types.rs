@@ -1,0 +1,105 @@
+//! What the node's API returns. Each type serialises to the JSON shape DESIGN gives, so the
+//! RPC layer, the FFI and the terminal UI all see the same thing.
+
+use serde::Serialize;
+
+use crate::event::Via;
+use crate::model::StoredMessage;
+
+/// `identity`: who this node is and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IdentityInfo {
+    /// Our peer id.
+    pub peer_id: String,
+    /// Our display name.
+    pub name: String,
+    /// Our contact code, to give to others.
+    pub contact_code: String,
+    /// Addresses we listen on (with `/p2p/<peer id>` appended, ready to `connect` to).
+    pub addrs: Vec<String>,
+}
+
+/// `peers`: one connected peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerInfo {
+    /// Their peer id.
+    pub peer_id: String,
+    /// Remote addresses of our connections to them.
+    pub addrs: Vec<String>,
+    /// Direct connection or relay circuit.
+    pub via: Via,
+    /// Their name, when we know their card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `nearby`: a LAN peer found by mDNS that told us its card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NearbyPeer {
+    /// Their peer id.
+    pub peer_id: String,
+    /// The name on their card.
+    pub name: String,
+    /// Their contact code, ready for `contact_add`.
+    pub contact_code: String,
+}
+
+/// `contacts`: one accepted contact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContactInfo {
+    /// Their peer id (also the direct chat's id).
+    pub peer_id: String,
+    /// The name to show.
+    pub name: String,
+    /// A connection to them is open.
+    pub online: bool,
+    /// Safety numbers were compared and confirmed.
+    pub verified: bool,
+}
+
+/// `chats`: one chat in the list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatInfo {
+    /// The chat id (a peer id for direct chats).
+    pub id: String,
+    /// `"direct"` or `"group"`.
+    pub kind: &'static str,
+    /// The name to show.
+    pub name: String,
+    /// Incoming messages not yet marked read.
+    pub unread: u32,
+    /// The newest message.
+    pub last: Option<MessageInfo>,
+    /// The other side is not a contact yet: their messages form a contact request.
+    pub request: bool,
+}
+
+/// A message as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MessageInfo {
+    /// Message id (hex).
+    pub id: String,
+    /// The chat it belongs to.
+    pub chat: String,
+    /// Author's peer id.
+    pub from: String,
+    /// The text.
+    pub text: String,
+    /// Author's creation time, Unix milliseconds.
+    pub sent_at: u64,
+    /// `pending`, `sent`, `delivered`, `read` or `failed`.
+    pub status: &'static str,
+}
+
+impl From<&StoredMessage> for MessageInfo {
+    fn from(m: &StoredMessage) -> Self {
+        Self {
+            id: m.id.to_hex(),
+            chat: m.chat.clone(),
+            from: m.from.clone(),
+            text: m.text.clone(),
+            sent_at: m.hlc.ms,
+            status: m.status.as_str(),
+        }
+    }
+}

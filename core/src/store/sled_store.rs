@@ -1,0 +1,1034 @@
+//! [`SledStore`]: the store on disk, in one sled database. The only code that names sled.
+//!
+//! Layout (one sled tree each, values encoded with postcard):
+//! - `settings`: setting name → raw bytes
+//! - `contacts`: peer id → [`Contact`]
+//! - `messages`: chat ‖ 0x00 ‖ HLC (big-endian) ‖ id → [`StoredMessage`], so that a chat is
+//!   one contiguous key range in (HLC, id) order
+//! - `msg_index`: id → key in `messages`; the dedup set
+//! - `chat_meta`: chat → [`ChatMeta`]
+//! - `outbox`: id → [`OutboxEntry`]
+//! - `meta`: `schema_version` → u32 big-endian
+//!
+//! Opening never rewrites a database it does not understand. sled 0.34 itself is not careful
+//! about that (see [`SledStore::open`]), so the files are checked before sled sees them and
+//! an existing database is first opened with sled's background writer switched off.
+
+use std::fs;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{SCHEMA_VERSION, Store, StoreError, StoreResult};
+use crate::model::{ChatMeta, Contact, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+
+/// Names of the sled trees. Changing one is a schema change.
+const SETTINGS: &str = "settings";
+const CONTACTS: &str = "contacts";
+const MESSAGES: &str = "messages";
+const MSG_INDEX: &str = "msg_index";
+const CHAT_META: &str = "chat_meta";
+const OUTBOX: &str = "outbox";
+const META: &str = "meta";
+/// Key in the `meta` tree under which the schema version lives.
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// Bytes of a message key after the chat and its 0x00 separator: HLC then id.
+const KEY_SUFFIX_LEN: usize = 12 + 32;
+/// sled's own files: its settings (`conf`) and its log (`db`). Both exist in any database
+/// sled has opened; a directory holding something else is not ours.
+const SLED_CONF_FILE: &str = "conf";
+const SLED_LOG_FILE: &str = "db";
+
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct SledConfig {
+    /// Most memory sled may use to cache pages. sled's own default is 1 GiB, far too much
+    /// for a phone; ours is 8 MiB, which holds the recent part of many chats.
+    pub cache_bytes: u64,
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The store on disk. Every write is visible to later reads at once and durable after
+/// [`Store::flush`] (sled also writes in the background about every half second).
+#[derive(Debug)]
+pub struct SledStore {
+    /// Kept so that [`Store::flush`] can sync every tree at once.
+    db: sled::Db,
+    settings: sled::Tree,
+    contacts: sled::Tree,
+    messages: sled::Tree,
+    msg_index: sled::Tree,
+    chat_meta: sled::Tree,
+    outbox: sled::Tree,
+    /// The database directory, for error messages.
+    path: String,
+}
+
+impl SledStore {
+    /// Opens the database in `dir`, creating it if `dir` is missing or empty.
+    ///
+    /// An existing database is refused, and left exactly as it was, when it was written by
+    /// a newer Bonghwa ([`StoreError::NewerSchema`]) or when its files are damaged or are
+    /// not a Bonghwa database ([`StoreError::Corrupt`]).
+    ///
+    /// sled 0.34 needs help with the second promise. Left alone it silently rewrites a
+    /// settings file (`conf`) of 8 bytes or less, recreates a missing log (`db`), only warns
+    /// about a bad checksum in `conf`, starts an empty database over a log it cannot read,
+    /// and panics on some damaged files. So `open` checks sled's files itself, catches
+    /// panics, opens an existing database first with sled's background flusher off (so
+    /// that nothing it sets up in memory reaches the disk), and only after the schema
+    /// version checks out opens it for real.
+    ///
+    /// What this cannot catch: sled treats damage inside the newest log segment as a
+    /// write torn by a crash, recovers up to it and zeroes the rest of that segment.
+    pub fn open(dir: &Path, config: &SledConfig) -> StoreResult<SledStore> {
+        let path = dir.display().to_string();
+        let fresh = match check_files(dir).map_err(|err| open_io_error(&path, err))? {
+            Files::Missing => true,
+            Files::Present => false,
+            Files::Damaged(detail) => return Err(corrupt(&path, detail)),
+        };
+        if !fresh {
+            // A read-only look: with the flusher off, nothing sled does here is written.
+            guard_panics(&path, || {
+                let db = open_sled(&sled_config(dir, config).flush_every_ms(None), &path)?;
+                if !db.was_recovered() {
+                    return Err(corrupt(&path, "sled found no database in its log".into()));
+                }
+                if !db.tree_names().iter().any(|name| name == META.as_bytes()) {
+                    return Err(corrupt(&path, "it has no schema version".into()));
+                }
+                check_schema(
+                    &db.open_tree(META).map_err(|err| open_error(&path, err))?,
+                    &path,
+                )
+            })?;
+        }
+        guard_panics(&path, || {
+            let db = open_sled(&sled_config(dir, config), &path)?;
+            let store = SledStore::with_trees(db, path.clone())?;
+            let meta = store.tree(META)?;
+            if fresh {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|err| store.storage_error(err))?;
+                store.flush()?;
+            } else {
+                // Again, in case another process changed it between the two opens.
+                check_schema(&meta, &path)?;
+            }
+            Ok(store)
+        })
+    }
+
+    fn with_trees(db: sled::Db, path: String) -> StoreResult<SledStore> {
+        let tree = |name: &str| db.open_tree(name).map_err(|err| open_error(&path, err));
+        Ok(SledStore {
+            settings: tree(SETTINGS)?,
+            contacts: tree(CONTACTS)?,
+            messages: tree(MESSAGES)?,
+            msg_index: tree(MSG_INDEX)?,
+            chat_meta: tree(CHAT_META)?,
+            outbox: tree(OUTBOX)?,
+            db,
+            path,
+        })
+    }
+
+    fn tree(&self, name: &str) -> StoreResult<sled::Tree> {
+        self.db
+            .open_tree(name)
+            .map_err(|err| self.storage_error(err))
+    }
+
+    /// Maps an error sled reported after opening.
+    fn storage_error(&self, err: sled::Error) -> StoreError {
+        match err {
+            sled::Error::Io(err) => StoreError::Io(err.to_string()),
+            other => corrupt(&self.path, other.to_string()),
+        }
+    }
+
+    fn transaction_error(&self, err: TransactionError<StoreError>) -> StoreError {
+        match err {
+            TransactionError::Abort(err) => err,
+            TransactionError::Storage(err) => self.storage_error(err),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        what: &'static str,
+    ) -> StoreResult<Option<T>> {
+        match tree.get(key).map_err(|err| self.storage_error(err))? {
+            Some(bytes) => decode(&bytes, what).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &T,
+        what: &'static str,
+    ) -> StoreResult<()> {
+        tree.insert(key, encode(value, what)?)
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+
+    fn all<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        what: &'static str,
+    ) -> StoreResult<Vec<T>> {
+        tree.iter()
+            .values()
+            .map(|bytes| decode(&bytes.map_err(|err| self.storage_error(err))?, what))
+            .collect()
+    }
+}
+
+impl Store for SledStore {
+    fn setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let value = self
+            .settings
+            .get(key)
+            .map_err(|err| self.storage_error(err))?;
+        Ok(value.map(|bytes| bytes.to_vec()))
+    }
+
+    fn set_setting(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.settings
+            .insert(key, value)
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+
+    fn contact(&self, peer_id: &str) -> StoreResult<Option<Contact>> {
+        self.get(&self.contacts, peer_id.as_bytes(), "contact")
+    }
+
+    fn put_contact(&self, contact: &Contact) -> StoreResult<()> {
+        self.put(
+            &self.contacts,
+            contact.peer_id.as_bytes(),
+            contact,
+            "contact",
+        )
+    }
+
+    fn contacts(&self) -> StoreResult<Vec<Contact>> {
+        self.all(&self.contacts, "contact")
+    }
+
+    fn insert_message(&self, message: &StoredMessage) -> StoreResult<bool> {
+        let key = message_key(&message.chat, message.hlc, &message.id);
+        let value = encode(message, "message")?;
+        (&self.messages, &self.msg_index, &self.chat_meta)
+            .transaction(|(messages, index, metas)| {
+                if index.get(message.id.0)?.is_some() {
+                    return Ok(false);
+                }
+                let mut meta: ChatMeta = match metas.get(message.chat.as_bytes())? {
+                    Some(bytes) => decode(&bytes, "chat").map_err(abort)?,
+                    None => ChatMeta::default(),
+                };
+                if !message.outgoing {
+                    meta.unread = meta.unread.saturating_add(1);
+                }
+                let is_newest = meta
+                    .last
+                    .as_ref()
+                    .is_none_or(|last| (message.hlc, message.id) > (last.hlc, last.id));
+                if is_newest {
+                    meta.last = Some(message.clone());
+                }
+                messages.insert(key.as_slice(), value.as_slice())?;
+                index.insert(&message.id.0[..], key.as_slice())?;
+                metas.insert(
+                    message.chat.as_bytes(),
+                    encode(&meta, "chat").map_err(abort)?,
+                )?;
+                Ok(true)
+            })
+            .map_err(|err| self.transaction_error(err))
+    }
+
+    fn message(&self, id: &MessageId) -> StoreResult<Option<StoredMessage>> {
+        let Some(key) = self
+            .msg_index
+            .get(id.0)
+            .map_err(|err| self.storage_error(err))?
+        else {
+            return Ok(None);
+        };
+        self.get(&self.messages, &key, "message")
+    }
+
+    fn set_status(
+        &self,
+        id: &MessageId,
+        status: MessageStatus,
+    ) -> StoreResult<Option<StoredMessage>> {
+        (&self.messages, &self.msg_index, &self.chat_meta)
+            .transaction(|(messages, index, metas)| {
+                let Some(key) = index.get(id.0)? else {
+                    return Ok(None);
+                };
+                let Some(bytes) = messages.get(&key)? else {
+                    // The index points nowhere: the database was damaged.
+                    return Err(abort(StoreError::Decode { what: "message" }));
+                };
+                let mut message: StoredMessage = decode(&bytes, "message").map_err(abort)?;
+                if !message.status.can_become(status) {
+                    return Ok(None);
+                }
+                message.status = status;
+                messages.insert(&key, encode(&message, "message").map_err(abort)?)?;
+                if let Some(bytes) = metas.get(message.chat.as_bytes())? {
+                    let mut meta: ChatMeta = decode(&bytes, "chat").map_err(abort)?;
+                    if let Some(last) = &mut meta.last
+                        && last.id == message.id
+                    {
+                        *last = message.clone();
+                        metas.insert(
+                            message.chat.as_bytes(),
+                            encode(&meta, "chat").map_err(abort)?,
+                        )?;
+                    }
+                }
+                Ok(Some(message))
+            })
+            .map_err(|err| self.transaction_error(err))
+    }
+
+    fn messages(
+        &self,
+        chat: &str,
+        limit: usize,
+        before: Option<(Hlc, MessageId)>,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let mut start = chat.as_bytes().to_vec();
+        start.push(0);
+        let end = match before {
+            Some((hlc, id)) => message_key(chat, hlc, &id),
+            None => {
+                // Just past every key of this chat: the separator 0x00 becomes 0x01.
+                let mut end = chat.as_bytes().to_vec();
+                end.push(1);
+                end
+            }
+        };
+        let key_len = start.len() + KEY_SUFFIX_LEN;
+        let mut newest_first = Vec::new();
+        for entry in self.messages.range(start..end).rev() {
+            if newest_first.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(|err| self.storage_error(err))?;
+            // A chat whose id continues with 0x00 shares our prefix; its keys are longer.
+            if key.len() == key_len {
+                newest_first.push(decode::<StoredMessage>(&value, "message")?);
+            }
+        }
+        newest_first.reverse();
+        Ok(newest_first)
+    }
+
+    fn chats(&self) -> StoreResult<Vec<(String, ChatMeta)>> {
+        self.chat_meta
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(|err| self.storage_error(err))?;
+                let chat = String::from_utf8(key.to_vec())
+                    .map_err(|_| StoreError::Decode { what: "chat id" })?;
+                Ok((chat, decode(&value, "chat")?))
+            })
+            .collect()
+    }
+
+    fn mark_read(&self, chat: &str) -> StoreResult<()> {
+        self.chat_meta
+            .transaction(|metas| {
+                let Some(bytes) = metas.get(chat.as_bytes())? else {
+                    return Ok(());
+                };
+                let mut meta: ChatMeta = decode(&bytes, "chat").map_err(abort)?;
+                if meta.unread != 0 {
+                    meta.unread = 0;
+                    metas.insert(chat.as_bytes(), encode(&meta, "chat").map_err(abort)?)?;
+                }
+                Ok(())
+            })
+            .map_err(|err| self.transaction_error(err))
+    }
+
+    fn outbox_put(&self, entry: &OutboxEntry) -> StoreResult<()> {
+        self.put(&self.outbox, &entry.id.0, entry, "outbox")
+    }
+
+    fn outbox_remove(&self, id: &MessageId) -> StoreResult<()> {
+        self.outbox
+            .remove(id.0)
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+
+    fn outbox(&self) -> StoreResult<Vec<OutboxEntry>> {
+        self.all(&self.outbox, "outbox")
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.db.flush().map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+}
+
+/// Where a message lives in the `messages` tree.
+fn message_key(chat: &str, hlc: Hlc, id: &MessageId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(chat.len() + 1 + KEY_SUFFIX_LEN);
+    key.extend_from_slice(chat.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&hlc.to_be_bytes());
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn encode<T: Serialize>(value: &T, what: &'static str) -> StoreResult<Vec<u8>> {
+    postcard::to_stdvec(value)
+        .map_err(|err| StoreError::Io(format!("could not encode a {what} record: {err}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> StoreResult<T> {
+    postcard::from_bytes(bytes).map_err(|_| StoreError::Decode { what })
+}
+
+fn abort(err: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(err)
+}
+
+fn corrupt(path: &str, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    }
+}
+
+/// sled's configuration for our database.
+fn sled_config(dir: &Path, config: &SledConfig) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(config.cache_bytes)
+}
+
+fn open_sled(config: &sled::Config, path: &str) -> StoreResult<sled::Db> {
+    config.open().map_err(|err| open_error(path, err))
+}
+
+/// Maps an error sled reported while opening. Anything but a plain I/O failure means
+/// sled could not make sense of the files.
+fn open_error(path: &str, err: sled::Error) -> StoreError {
+    match err {
+        sled::Error::Io(err) => open_io_error(path, err),
+        other => corrupt(path, other.to_string()),
+    }
+}
+
+/// An I/O error while opening: reading past the end or reading nonsense means damaged
+/// files; anything else (permissions, full disk, a lock held by another process) is I/O.
+fn open_io_error(path: &str, err: io::Error) -> StoreError {
+    match err.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => corrupt(path, err.to_string()),
+        _ => StoreError::Io(format!("{path}: {err}")),
+    }
+}
+
+/// Runs `open`, turning a panic inside sled into [`StoreError::Corrupt`]: sled 0.34 panics
+/// on some damaged files instead of returning an error.
+fn guard_panics<T>(path: &str, open: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+    panic::catch_unwind(AssertUnwindSafe(open)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Err(corrupt(
+            path,
+            format!("the storage engine crashed reading it: {message}"),
+        ))
+    })
+}
+
+/// Refuses a database without a schema version or with one this build cannot read.
+fn check_schema(meta: &sled::Tree, path: &str) -> StoreResult<()> {
+    let Some(bytes) = meta.get(SCHEMA_KEY).map_err(|err| open_error(path, err))? else {
+        return Err(corrupt(path, "it has no schema version".into()));
+    };
+    let found = <[u8; 4]>::try_from(bytes.as_ref())
+        .map(u32::from_be_bytes)
+        .map_err(|_| corrupt(path, "its schema version is not a 4-byte number".into()))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        return Err(corrupt(path, "its schema version is 0".into()));
+    }
+    // Versions older than ours get migrated here once there is more than one.
+    Ok(())
+}
+
+/// What [`check_files`] found in the database directory.
+#[derive(Debug)]
+enum Files {
+    /// No directory, or an empty one: a new database goes there.
+    Missing,
+    /// sled's files are there and look sound.
+    Present,
+    /// Something is there, but sled would misread it (the text says what).
+    Damaged(String),
+}
+
+/// Looks at sled's files without changing anything, to refuse what sled would
+/// silently "repair" by overwriting.
+fn check_files(dir: &Path) -> io::Result<Files> {
+    match fs::read_dir(dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Files::Missing),
+        Err(err) => return Err(err),
+        Ok(mut entries) => {
+            if entries.next().is_none() {
+                return Ok(Files::Missing);
+            }
+        }
+    }
+    let conf = match fs::read(dir.join(SLED_CONF_FILE)) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Ok(Files::Damaged(format!(
+                "its {SLED_CONF_FILE} file is missing"
+            )));
+        }
+        other => other?,
+    };
+    if let Some(problem) = conf_problem(&conf) {
+        return Ok(Files::Damaged(format!(
+            "its {SLED_CONF_FILE} file {problem}"
+        )));
+    }
+    match fs::metadata(dir.join(SLED_LOG_FILE)) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Files::Damaged(format!(
+            "its {SLED_LOG_FILE} file is missing"
+        ))),
+        Err(err) => Err(err),
+        Ok(meta) if !meta.is_file() || meta.len() == 0 => {
+            Ok(Files::Damaged(format!("its {SLED_LOG_FILE} file is empty")))
+        }
+        Ok(_) => Ok(Files::Present),
+    }
+}
+
+/// Why sled's `conf` file (text lines, then a little-endian CRC-32 of them) is not one
+/// sled wrote, or `None` when it is sound.
+fn conf_problem(conf: &[u8]) -> Option<&'static str> {
+    // sled treats 8 bytes or less as "no settings yet" and overwrites the file.
+    if conf.len() <= 8 {
+        return Some("is truncated");
+    }
+    let (text, crc) = conf.split_at(conf.len() - 4);
+    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32(text) != crc {
+        // sled only warns about this one.
+        return Some("fails its checksum");
+    }
+    let Ok(text) = std::str::from_utf8(text) else {
+        return Some("is not text");
+    };
+    let has = |key: &str| text.lines().any(|line| line.starts_with(key));
+    if !(has("segment_size: ") && has("use_compression: ") && has("version: ")) {
+        return Some("lacks sled's settings");
+    }
+    None
+}
+
+/// CRC-32 (IEEE 802.3, as in zlib and sled's crc32fast), bit by bit: it runs over a
+/// few dozen bytes once per open.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = u32::MAX;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::model::{ContactState, MessageStatus};
+
+    super::super::conformance::conformance_tests!(|| {
+        let dir = TempDir::new().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), &SledConfig::default()).unwrap();
+        (store, dir)
+    });
+
+    fn message(n: u8, ms: u64) -> StoredMessage {
+        StoredMessage {
+            id: MessageId([n; 32]),
+            chat: "bob".to_owned(),
+            from: "bob".to_owned(),
+            text: format!("hello {n}"),
+            hlc: Hlc { ms, counter: 0 },
+            status: MessageStatus::Delivered,
+            outgoing: false,
+        }
+    }
+
+    /// A database with a little of everything in it, closed cleanly. Each extra open
+    /// makes sled write a snapshot file next to its log.
+    fn alices_database(opens: usize) -> (TempDir, PathBuf) {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("db");
+        let store = SledStore::open(&dir, &SledConfig::default()).unwrap();
+        store.set_setting("display_name", b"Alice").unwrap();
+        for n in 0..200 {
+            store
+                .insert_message(&message(n, 1_000 + u64::from(n)))
+                .unwrap();
+        }
+        store
+            .outbox_put(&OutboxEntry {
+                id: MessageId([7; 32]),
+                to: "bob".to_owned(),
+                created_ms: 1,
+                expires_ms: 2,
+            })
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        for _ in 0..opens {
+            let store = SledStore::open(&dir, &SledConfig::default()).unwrap();
+            assert_eq!(store.messages("bob", 500, None).unwrap().len(), 200);
+        }
+        (tmp, dir)
+    }
+
+    /// Every file and folder under `dir` with its bytes, to prove nothing was written.
+    fn contents(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+        let mut found = BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(next) = todo.pop() {
+            for entry in fs::read_dir(&next).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    todo.push(path.clone());
+                    found.insert(path, None);
+                } else {
+                    found.insert(path.clone(), Some(fs::read(&path).unwrap()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Fails, naming what changed, if `dir` no longer holds `before`.
+    fn assert_unchanged(dir: &Path, before: &BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        let after = contents(dir);
+        let changed: Vec<String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|path| before.get(*path) != after.get(*path))
+            .map(|path| {
+                let size = |files: &BTreeMap<PathBuf, Option<Vec<u8>>>| {
+                    files.get(path).map(|bytes| bytes.as_ref().map(Vec::len))
+                };
+                format!("{} ({:?} -> {:?})", path.display(), size(before), size(&after))
+            })
+            .collect();
+        assert!(changed.is_empty(), "opening changed files: {changed:?}");
+    }
+
+    /// Deterministic junk: the same damage on every run.
+    fn garbage(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+        let mut snaps: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("snap.")
+            })
+            .collect();
+        snaps.sort();
+        snaps
+    }
+
+    fn overwrite_with_garbage(path: &Path) {
+        let len = fs::metadata(path).unwrap().len();
+        fs::write(path, garbage(usize::try_from(len).unwrap().max(64), len)).unwrap();
+    }
+
+    fn truncate(path: &Path, keep: u64) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(keep)
+            .unwrap();
+    }
+
+    /// Damages a fresh copy of Alice's database and checks that opening it fails with
+    /// `Corrupt`, without panicking, and leaves every byte as it was — twice, so the
+    /// first attempt did not "repair" anything for the second.
+    fn assert_damage_is_refused(opens: usize, damage: impl Fn(&Path)) -> String {
+        let (_tmp, dir) = alices_database(opens);
+        damage(&dir);
+        let before = contents(&dir);
+        let mut details = Vec::new();
+        for _ in 0..2 {
+            match SledStore::open(&dir, &SledConfig::default()) {
+                Err(StoreError::Corrupt { path, detail }) => {
+                    assert_eq!(path, dir.display().to_string());
+                    details.push(detail);
+                }
+                Err(other) => panic!("expected Corrupt, got {other:?}"),
+                Ok(store) => panic!(
+                    "a damaged database opened, with {} messages",
+                    store.messages("bob", 500, None).unwrap().len()
+                ),
+            }
+            assert!(
+                contents(&dir) == before,
+                "opening changed the damaged files"
+            );
+        }
+        details.swap_remove(0)
+    }
+
+    #[test]
+    fn reopened_store_keeps_everything() {
+        let (_tmp, dir) = alices_database(0);
+        let store = SledStore::open(&dir, &SledConfig::default()).unwrap();
+        store
+            .set_status(&MessageId([3; 32]), MessageStatus::Read)
+            .unwrap();
+        store.mark_read("bob").unwrap();
+        store
+            .put_contact(&Contact {
+                peer_id: "bob".to_owned(),
+                card: crate::identity::ContactCard {
+                    identity: [1; 32],
+                    msg_key: [2; 32],
+                    name: "Bob".to_owned(),
+                    relays: Vec::new(),
+                    issued_ms: 5,
+                    signature: vec![9; 64],
+                },
+                alias: Some("B".to_owned()),
+                verified: true,
+                state: ContactState::Accepted,
+            })
+            .unwrap();
+        let chats = store.chats().unwrap();
+        let contacts = store.contacts().unwrap();
+        let history = store.messages("bob", 500, None).unwrap();
+        store.flush().unwrap();
+        drop(store);
+
+        let store = SledStore::open(&dir, &SledConfig::default()).unwrap();
+        assert_eq!(
+            store.setting("display_name").unwrap(),
+            Some(b"Alice".to_vec())
+        );
+        assert_eq!(store.chats().unwrap(), chats);
+        assert_eq!(chats[0].1.unread, 0);
+        assert_eq!(chats[0].1.last.as_ref().unwrap().id, MessageId([199; 32]));
+        assert_eq!(store.contacts().unwrap(), contacts);
+        assert_eq!(store.messages("bob", 500, None).unwrap(), history);
+        assert_eq!(history.len(), 200);
+        assert_eq!(
+            store.message(&MessageId([3; 32])).unwrap().unwrap().status,
+            MessageStatus::Read
+        );
+        assert_eq!(store.outbox().unwrap().len(), 1);
+        // Dedup survives the restart too.
+        assert!(!store.insert_message(&message(5, 1)).unwrap());
+    }
+
+    #[test]
+    fn new_database_records_the_schema_version() {
+        let tmp = TempDir::new().unwrap();
+        // An existing empty folder is as good as none.
+        let store = SledStore::open(tmp.path(), &SledConfig::default()).unwrap();
+        let meta = store.tree(META).unwrap();
+        assert_eq!(
+            meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
+            SCHEMA_VERSION.to_be_bytes()
+        );
+        drop(store);
+        SledStore::open(tmp.path(), &SledConfig::default()).unwrap();
+    }
+
+    fn set_schema_version(dir: &Path, version: &[u8]) {
+        let store = SledStore::open(dir, &SledConfig::default()).unwrap();
+        store
+            .tree(META)
+            .unwrap()
+            .insert(SCHEMA_KEY, version)
+            .unwrap();
+        store.flush().unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_untouched() {
+        let (_tmp, dir) = alices_database(1);
+        set_schema_version(&dir, &(SCHEMA_VERSION + 1).to_be_bytes());
+        let before = contents(&dir);
+        for _ in 0..2 {
+            match SledStore::open(&dir, &SledConfig::default()) {
+                Err(StoreError::NewerSchema {
+                    found, supported, ..
+                }) => {
+                    assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+                }
+                other => panic!("expected NewerSchema, got {other:?}"),
+            }
+            assert_unchanged(&dir, &before);
+        }
+    }
+
+    #[test]
+    fn nonsense_schema_version_is_refused() {
+        for version in [&[0, 0, 0, 0][..], &[1, 2, 3][..]] {
+            let (_tmp, dir) = alices_database(0);
+            set_schema_version(&dir, version);
+            let result = SledStore::open(&dir, &SledConfig::default());
+            assert!(
+                matches!(result, Err(StoreError::Corrupt { .. })),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sled_database_without_schema_version_is_refused() {
+        let (_tmp, dir) = alices_database(0);
+        let store = SledStore::open(&dir, &SledConfig::default()).unwrap();
+        store.tree(META).unwrap().remove(SCHEMA_KEY).unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let before = contents(&dir);
+        let result = SledStore::open(&dir, &SledConfig::default());
+        assert!(
+            matches!(result, Err(StoreError::Corrupt { .. })),
+            "{result:?}"
+        );
+        assert_unchanged(&dir, &before);
+    }
+
+    #[test]
+    fn folder_of_other_files_is_refused() {
+        let tmp = TempDir::new().unwrap();
+        fs::write(tmp.path().join("notes.txt"), b"not a database").unwrap();
+        let before = contents(tmp.path());
+        let result = SledStore::open(tmp.path(), &SledConfig::default());
+        assert!(
+            matches!(result, Err(StoreError::Corrupt { .. })),
+            "{result:?}"
+        );
+        assert_unchanged(tmp.path(), &before);
+    }
+
+    #[test]
+    fn garbage_conf_is_refused() {
+        assert_damage_is_refused(1, |dir| overwrite_with_garbage(&dir.join("conf")));
+    }
+
+    #[test]
+    fn truncated_conf_is_refused() {
+        for keep in [0, 5, 8, 20] {
+            assert_damage_is_refused(1, |dir| truncate(&dir.join("conf"), keep));
+        }
+    }
+
+    #[test]
+    fn conf_with_bad_checksum_is_refused() {
+        // Still parses, so sled itself would only log a warning and carry on.
+        assert_damage_is_refused(0, |dir| {
+            let mut conf = fs::read(dir.join("conf")).unwrap();
+            let len = conf.len();
+            conf[len - 1] ^= 0xFF;
+            fs::write(dir.join("conf"), conf).unwrap();
+        });
+    }
+
+    #[test]
+    fn missing_conf_is_refused() {
+        assert_damage_is_refused(1, |dir| fs::remove_file(dir.join("conf")).unwrap());
+    }
+
+    #[test]
+    fn missing_or_empty_log_is_refused() {
+        assert_damage_is_refused(1, |dir| fs::remove_file(dir.join("db")).unwrap());
+        assert_damage_is_refused(1, |dir| truncate(&dir.join("db"), 0));
+    }
+
+    #[test]
+    fn garbage_log_is_refused() {
+        for opens in [0, 1, 2] {
+            assert_damage_is_refused(opens, |dir| overwrite_with_garbage(&dir.join("db")));
+        }
+    }
+
+    #[test]
+    fn truncated_log_is_refused() {
+        for opens in [0, 1] {
+            assert_damage_is_refused(opens, |dir| truncate(&dir.join("db"), 100));
+        }
+    }
+
+    #[test]
+    fn garbage_snapshot_is_refused() {
+        assert_damage_is_refused(1, |dir| {
+            let snaps = snapshot_files(dir);
+            assert!(!snaps.is_empty(), "sled wrote no snapshot");
+            for snap in snaps {
+                overwrite_with_garbage(&snap);
+            }
+        });
+    }
+
+    #[test]
+    fn truncated_snapshot_is_refused() {
+        for keep in [0, 10, 40] {
+            assert_damage_is_refused(1, |dir| {
+                for snap in snapshot_files(dir) {
+                    truncate(&snap, keep);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn everything_garbage_is_refused() {
+        assert_damage_is_refused(1, |dir| {
+            overwrite_with_garbage(&dir.join("conf"));
+            overwrite_with_garbage(&dir.join("db"));
+            for snap in snapshot_files(dir) {
+                overwrite_with_garbage(&snap);
+            }
+        });
+    }
+
+    #[test]
+    fn second_open_of_an_open_database_is_an_io_error() {
+        let (_tmp, dir) = alices_database(0);
+        let _first = SledStore::open(&dir, &SledConfig::default()).unwrap();
+        let second = SledStore::open(&dir, &SledConfig::default());
+        assert!(matches!(second, Err(StoreError::Io(_))), "{second:?}");
+    }
+
+    #[test]
+    fn cache_limit_reaches_sled() {
+        let config = SledConfig {
+            cache_bytes: 64 * 1024,
+        };
+        assert_eq!(
+            sled_config(Path::new("x"), &config).cache_capacity,
+            64 * 1024
+        );
+        assert_eq!(
+            sled_config(Path::new("x"), &SledConfig::default()).cache_capacity,
+            8 * 1024 * 1024
+        );
+
+        // A cache far smaller than the data still serves all of it.
+        let tmp = TempDir::new().unwrap();
+        let store = SledStore::open(tmp.path(), &config).unwrap();
+        for n in 0..=255 {
+            let mut big = message(n, u64::from(n));
+            big.text = "x".repeat(2_000);
+            store.insert_message(&big).unwrap();
+        }
+        let all = store.messages("bob", 1_000, None).unwrap();
+        assert_eq!(all.len(), 256);
+        assert!(all.windows(2).all(|pair| pair[0].hlc < pair[1].hlc));
+    }
+
+    #[test]
+    fn undecodable_records_are_errors_not_panics() {
+        let tmp = TempDir::new().unwrap();
+        let store = SledStore::open(tmp.path(), &SledConfig::default()).unwrap();
+        store.insert_message(&message(1, 10)).unwrap();
+        let key = message_key("bob", Hlc { ms: 10, counter: 0 }, &MessageId([1; 32]));
+        store.messages.insert(key, &[0xFF; 3][..]).unwrap();
+        store.chat_meta.insert("bob", &[0xFF][..]).unwrap();
+        store.outbox.insert([2; 32], &[0xFF][..]).unwrap();
+        store.contacts.insert("carol", &[][..]).unwrap();
+
+        let decode_error =
+            |result: StoreResult<_>| matches!(result, Err(StoreError::Decode { .. }));
+        assert!(decode_error(store.messages("bob", 10, None).map(|_| ())));
+        assert!(decode_error(store.message(&MessageId([1; 32])).map(|_| ())));
+        assert!(decode_error(
+            store
+                .set_status(&MessageId([1; 32]), MessageStatus::Read)
+                .map(|_| ())
+        ));
+        assert!(decode_error(store.chats().map(|_| ())));
+        assert!(decode_error(store.mark_read("bob")));
+        assert!(decode_error(
+            store.insert_message(&message(2, 20)).map(|_| ())
+        ));
+        assert!(decode_error(store.outbox().map(|_| ())));
+        assert!(decode_error(store.contacts().map(|_| ())));
+        assert!(decode_error(store.contact("carol").map(|_| ())));
+        // The failed insert left no trace.
+        assert_eq!(store.msg_index.get([2; 32]).unwrap(), None);
+    }
+
+    #[test]
+    fn crc32_matches_the_standard() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+}

@@ -1,0 +1,297 @@
+//! What travels between nodes, versioned and capped.
+//!
+//! Every decoder here takes a byte slice whose length the caller already bounded, and
+//! checks every count and size against a named limit before trusting it: a length field is
+//! a claim, never an allocation size.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MAX_ENVELOPE;
+use crate::identity::ContactCard;
+use crate::model::{Hlc, MessageId};
+
+/// Version of [`DmPayload`] this build writes and reads.
+pub const PAYLOAD_VERSION: u8 = 1;
+/// Longest message text, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+/// Most envelopes in one `/bonghwa/dm/1` request.
+pub const MAX_BATCH: usize = 64;
+/// Largest `/bonghwa/dm/1` request frame.
+pub const MAX_DM_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+/// Largest `/bonghwa/dm/1` response frame.
+pub const MAX_DM_RESPONSE_BYTES: usize = 8 * 1024;
+/// Largest `/bonghwa/card/1` frame either way.
+pub const MAX_CARD_BYTES: usize = 4 * 1024;
+
+/// Why a frame or payload was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame is larger than its protocol allows.
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Size found or claimed.
+        size: usize,
+        /// The protocol's limit.
+        limit: usize,
+    },
+    /// The bytes do not decode as the expected type.
+    #[error("malformed {what}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+    },
+    /// A decoded value breaks a limit (too many envelopes, text too long, …).
+    #[error("{0}")]
+    Limit(&'static str),
+    /// A version this build does not know.
+    #[error("unknown {what} version {version}")]
+    UnknownVersion {
+        /// What carried the version.
+        what: &'static str,
+        /// The version found.
+        version: u8,
+    },
+}
+
+/// The content of a direct message, sealed inside an envelope. The sender's card travels
+/// with every message, so the recipient can check who sent it (the card's message key must
+/// equal the key the Noise handshake proved) and can answer a stranger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmPayload {
+    /// [`PAYLOAD_VERSION`].
+    pub version: u8,
+    /// The message id, fixed at creation.
+    pub id: MessageId,
+    /// The sender's clock at creation.
+    pub hlc: Hlc,
+    /// The sender's newest signed card.
+    pub sender: ContactCard,
+    /// The recipient's identity key: a message re-sealed to someone else is refused.
+    pub recipient: [u8; 32],
+    /// What the message says.
+    pub body: Body,
+}
+
+/// Kinds of direct-message content. New kinds are added at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A chat text.
+    Text(String),
+}
+
+impl DmPayload {
+    /// Encodes for sealing.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes an opened plaintext and checks its limits and the sender card's signature.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let payload: DmPayload = postcard::from_bytes(bytes).map_err(|_| WireError::Malformed {
+            what: "message payload",
+        })?;
+        if payload.version != PAYLOAD_VERSION {
+            return Err(WireError::UnknownVersion {
+                what: "message payload",
+                version: payload.version,
+            });
+        }
+        match &payload.body {
+            Body::Text(text) if text.len() > MAX_TEXT_BYTES => {
+                return Err(WireError::Limit("message text too long"));
+            }
+            Body::Text(_) => {}
+        }
+        payload
+            .sender
+            .verify()
+            .map_err(|_| WireError::Limit("sender card does not verify"))?;
+        Ok(payload)
+    }
+}
+
+/// A `/bonghwa/dm/1` request: sealed envelopes for the responding peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmRequest {
+    /// One to [`MAX_BATCH`] envelopes, each at most [`MAX_ENVELOPE`] bytes.
+    pub envelopes: Vec<Vec<u8>>,
+}
+
+/// The answer to a [`DmRequest`]: one verdict per envelope, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmResponse {
+    /// Verdicts, index-aligned with the request's envelopes.
+    pub acks: Vec<Ack>,
+}
+
+/// The recipient's verdict on one envelope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ack {
+    /// Stored durably (or already held): the sender may mark it delivered.
+    Stored(MessageId),
+    /// Refused for good; retrying the same envelope will not help.
+    Rejected(Reject),
+    /// Refused for now (the recipient's disk is full, …); try again later.
+    Retry,
+}
+
+/// Why an envelope was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reject {
+    /// It does not open with the recipient's key, or is tampered with.
+    Undecryptable,
+    /// It opened but the content is malformed or breaks a limit.
+    Malformed,
+    /// The sender card does not match the key that sealed it, or names another recipient.
+    Forged,
+}
+
+impl DmRequest {
+    /// Encodes a request frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a frame body and checks counts and sizes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        check_size(bytes.len(), MAX_DM_REQUEST_BYTES)?;
+        let request: DmRequest = postcard::from_bytes(bytes).map_err(|_| WireError::Malformed {
+            what: "dm request",
+        })?;
+        if request.envelopes.is_empty() || request.envelopes.len() > MAX_BATCH {
+            return Err(WireError::Limit("dm request must hold 1 to 64 envelopes"));
+        }
+        if request.envelopes.iter().any(|e| e.len() > MAX_ENVELOPE) {
+            return Err(WireError::Limit("envelope larger than the envelope limit"));
+        }
+        Ok(request)
+    }
+}
+
+impl DmResponse {
+    /// Encodes a response frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a frame body and checks counts.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        check_size(bytes.len(), MAX_DM_RESPONSE_BYTES)?;
+        let response: DmResponse =
+            postcard::from_bytes(bytes).map_err(|_| WireError::Malformed {
+                what: "dm response",
+            })?;
+        if response.acks.len() > MAX_BATCH {
+            return Err(WireError::Limit("dm response holds too many acks"));
+        }
+        Ok(response)
+    }
+}
+
+/// Encodes a card for `/bonghwa/card/1`.
+pub fn encode_card(card: &ContactCard) -> Vec<u8> {
+    postcard::to_stdvec(card).unwrap_or_default()
+}
+
+/// Decodes and verifies a card from `/bonghwa/card/1`.
+pub fn decode_card(bytes: &[u8]) -> Result<ContactCard, WireError> {
+    check_size(bytes.len(), MAX_CARD_BYTES)?;
+    let card: ContactCard =
+        postcard::from_bytes(bytes).map_err(|_| WireError::Malformed { what: "card" })?;
+    card.verify()
+        .map_err(|_| WireError::Limit("card does not verify"))?;
+    Ok(card)
+}
+
+fn check_size(size: usize, limit: usize) -> Result<(), WireError> {
+    if size > limit {
+        return Err(WireError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn payload(text: &str) -> DmPayload {
+        let alice = Identity::generate().unwrap();
+        DmPayload {
+            version: PAYLOAD_VERSION,
+            id: MessageId([7; 32]),
+            hlc: Hlc { ms: 1, counter: 2 },
+            sender: alice.card("Alice", vec![], 5),
+            recipient: [1; 32],
+            body: Body::Text(text.into()),
+        }
+    }
+
+    #[test]
+    fn payload_round_trips() {
+        let p = payload("안녕하세요 👋");
+        assert_eq!(DmPayload::decode(&p.encode()).unwrap(), p);
+    }
+
+    #[test]
+    fn payload_limits_are_enforced() {
+        let long = payload(&"x".repeat(MAX_TEXT_BYTES + 1));
+        assert_eq!(
+            DmPayload::decode(&long.encode()),
+            Err(WireError::Limit("message text too long"))
+        );
+        let mut future = payload("hi");
+        future.version = 2;
+        assert!(matches!(
+            DmPayload::decode(&future.encode()),
+            Err(WireError::UnknownVersion { version: 2, .. })
+        ));
+        let mut forged = payload("hi");
+        forged.sender.name = "Mallory".into();
+        assert!(DmPayload::decode(&forged.encode()).is_err());
+    }
+
+    #[test]
+    fn garbage_never_decodes_or_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..512 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = DmPayload::decode(&bytes);
+            let _ = DmRequest::decode(&bytes);
+            let _ = DmResponse::decode(&bytes);
+            let _ = decode_card(&bytes);
+        }
+    }
+
+    #[test]
+    fn request_counts_and_sizes_are_checked() {
+        let empty = DmRequest { envelopes: vec![] };
+        assert!(DmRequest::decode(&empty.encode()).is_err());
+        let too_many = DmRequest {
+            envelopes: vec![vec![1]; MAX_BATCH + 1],
+        };
+        assert!(DmRequest::decode(&too_many.encode()).is_err());
+        let too_big = DmRequest {
+            envelopes: vec![vec![0; MAX_ENVELOPE + 1]],
+        };
+        assert!(DmRequest::decode(&too_big.encode()).is_err());
+        assert!(matches!(
+            DmRequest::decode(&vec![0; MAX_DM_REQUEST_BYTES + 1]),
+            Err(WireError::TooLarge { .. })
+        ));
+        // A length prefix claiming a huge vector in a tiny frame is just malformed.
+        assert!(DmRequest::decode(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        let ok = DmRequest {
+            envelopes: vec![vec![1, 2, 3]],
+        };
+        assert_eq!(DmRequest::decode(&ok.encode()).unwrap(), ok);
+    }
+}

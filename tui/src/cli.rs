@@ -1,0 +1,174 @@
+//! Command-line parsing and the entry point shared by every subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bonghwa_core::Config;
+use bonghwa_core::Multiaddr;
+use clap::{Parser, Subcommand};
+
+/// Bonghwa (봉화): a peer-to-peer messenger that keeps working when central services are down.
+///
+/// It finds people on the LAN by mDNS, talks to them directly with end-to-end encryption,
+/// and keeps every message until the other side has acknowledged it.
+#[derive(Debug, Parser)]
+#[command(name = "bonghwa", version, propagate_version = true)]
+pub struct Cli {
+    /// Where the identity key and the message database live.
+    /// Default: $BONGHWA_DATA_DIR, else $XDG_DATA_HOME/bonghwa, else ~/.local/share/bonghwa.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to listen on, as a multiaddr (repeatable).
+    /// Default: TCP and QUIC on all interfaces, ports chosen by the OS
+    /// (/ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1).
+    #[arg(long, global = true, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+
+    /// Peer to dial at start, e.g. a relay or a friend's node (repeatable).
+    #[arg(long, global = true, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Do not look for peers on the LAN with mDNS (and do not announce this node there).
+    #[arg(long, global = true)]
+    pub no_mdns: bool,
+
+    /// Your display name, as others will see it (kept for later starts).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// What to run; with none, the terminal UI would open (not yet available: use `rpc`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Headless client: JSON-RPC 2.0 on stdin/stdout, one JSON object per line.
+    ///
+    /// The first line out is a `ready` notification with the node's identity; after that,
+    /// responses and `event` notifications. EOF on stdin or the `shutdown` method flushes
+    /// and exits 0. Logs go to stderr (RUST_LOG sets the level).
+    Rpc,
+    /// Print this node's identity (peer id, name, contact code) and exit.
+    Id {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Cli {
+    /// The data dir after applying the documented defaults.
+    pub fn resolved_data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        default_data_dir()
+    }
+
+    /// The node configuration these flags describe.
+    pub fn node_config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::new(self.resolved_data_dir()?);
+        config.name = self.name.clone();
+        config.listen = self.listen.clone();
+        config.bootstrap = self.bootstrap.clone();
+        config.mdns = !self.no_mdns;
+        Ok(config)
+    }
+}
+
+/// `$BONGHWA_DATA_DIR`, else `$XDG_DATA_HOME/bonghwa`, else `~/.local/share/bonghwa`.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let non_empty = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("BONGHWA_DATA_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(xdg).join("bonghwa"));
+    }
+    let home = non_empty("HOME")
+        .context("cannot find a data dir: set --data-dir, BONGHWA_DATA_DIR or HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/bonghwa"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bonghwa_core=info,bonghwa=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses the command line and runs it; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bonghwa: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // stdin is read on a blocking thread that may still wait for input; the node has
+    // already flushed and stopped, so nothing is lost by not waiting for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bonghwa: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Some(Command::Rpc) => crate::rpc_server::serve(cli.node_config()?).await,
+        Some(Command::Id { json }) => print_identity(&cli, *json).await,
+        None => anyhow::bail!(
+            "the terminal UI is not part of this build yet; run `bonghwa rpc` for the JSON-RPC \
+             client or `bonghwa --help` for everything else"
+        ),
+    }
+}
+
+/// `bonghwa id`: starts the node without networking side effects visible to others
+/// (no mDNS, no dialling), reads its identity and stops it.
+async fn print_identity(cli: &Cli, json: bool) -> anyhow::Result<()> {
+    let mut config = cli.node_config()?;
+    config.mdns = false;
+    config.bootstrap.clear();
+    config.dial_on_start = false;
+    if config.listen.is_empty() {
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    }
+    let node = bonghwa_core::Node::start(config).await?;
+    let identity = node.identity().await;
+    node.shutdown().await?;
+    let identity = identity?;
+    if json {
+        println!("{}", serde_json::to_string(&identity)?);
+    } else {
+        println!("peer id:      {}", identity.peer_id);
+        println!("name:         {}", identity.name);
+        println!("contact code: {}", identity.contact_code);
+        if !cli.listen.is_empty() {
+            for addr in &identity.addrs {
+                println!("address:      {addr}");
+            }
+        } else {
+            println!("addresses:    chosen when the node starts (see `identity` in `bonghwa rpc`)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `bonghwa` binary: see `bonghwa --help`.
+
+fn main() -> std::process::ExitCode {
+    bonghwa_cli::cli::main()
+}
