@@ -121,7 +121,8 @@ fn unpad(mut padded: Vec<u8>) -> Result<Vec<u8>, CryptoError> {
     }
     let mut len_bytes = [0u8; LEN_PREFIX];
     len_bytes.copy_from_slice(&padded[..LEN_PREFIX]);
-    let len = usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| CryptoError::BadPadding)?;
+    let len =
+        usize::try_from(u32::from_be_bytes(len_bytes)).map_err(|_| CryptoError::BadPadding)?;
     if len > padded.len() - LEN_PREFIX || padded[LEN_PREFIX + len..].iter().any(|b| *b != 0) {
         return Err(CryptoError::BadPadding);
     }
@@ -158,9 +159,7 @@ pub fn seal(
 /// Opens an envelope sealed to `recipient_secret`. Fails for anything tampered with,
 /// truncated, of an unknown version, or sealed to another key.
 pub fn open(recipient_secret: &[u8; 32], envelope: &[u8]) -> Result<Opened, CryptoError> {
-    let (&version, body) = envelope
-        .split_first()
-        .ok_or(CryptoError::BadLength(0))?;
+    let (&version, body) = envelope.split_first().ok_or(CryptoError::BadLength(0))?;
     if version != ENVELOPE_VERSION {
         return Err(CryptoError::UnknownVersion(version));
     }
@@ -250,7 +249,10 @@ mod tests {
         for i in 1..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(open(&bob_sk, &bad).is_err(), "flip at byte {i} went unnoticed");
+            assert!(
+                open(&bob_sk, &bad).is_err(),
+                "flip at byte {i} went unnoticed"
+            );
         }
         assert_eq!(
             open(&bob_sk, &sealed[..sealed.len() - 1]),

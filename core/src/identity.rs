@@ -27,7 +27,9 @@ const KEY_FILE_VERSION: u8 = 1;
 #[non_exhaustive]
 pub enum IdentityError {
     /// The code does not start with `BH1`.
-    #[error("this is not a Bonghwa contact code (it should start with {CODE_PREFIX}); ask for a fresh code")]
+    #[error(
+        "this is not a Bonghwa contact code (it should start with {CODE_PREFIX}); ask for a fresh code"
+    )]
     NotACode,
     /// The code holds characters base32 cannot have.
     #[error("contact code contains characters that cannot appear in a code; check for typos")]
@@ -127,7 +129,10 @@ impl ContactCard {
         let mut bytes = postcard::to_stdvec(self).unwrap_or_default();
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
-        format!("{CODE_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&bytes))
+        format!(
+            "{CODE_PREFIX}{}",
+            data_encoding::BASE32_NOPAD.encode(&bytes)
+        )
     }
 
     /// Parses and verifies a contact code. Whitespace, dashes and letter case are ignored
@@ -146,11 +151,11 @@ impl ContactCard {
         }
         let bytes = match data_encoding::BASE32_NOPAD.decode(body.as_bytes()) {
             Ok(bytes) => bytes,
-            // A cut-short code usually ends at a length base32 cannot have.
-            Err(e) if matches!(e.kind, data_encoding::DecodeKind::Length) => {
-                return Err(IdentityError::BadChecksum);
+            Err(e) if matches!(e.kind, data_encoding::DecodeKind::Symbol) => {
+                return Err(IdentityError::BadCharacters);
             }
-            Err(_) => return Err(IdentityError::BadCharacters),
+            // A cut-short code usually ends at a length or with bits base32 cannot have.
+            Err(_) => return Err(IdentityError::BadChecksum),
         };
         if bytes.len() <= CHECKSUM_LEN {
             return Err(IdentityError::BadChecksum);
@@ -175,8 +180,7 @@ pub fn peer_id_of(identity: &[u8; 32]) -> Result<PeerId, IdentityError> {
 
 /// Checks a display name: 1–64 bytes, no control characters.
 pub fn check_name(name: &str) -> Result<(), IdentityError> {
-    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control)
-    {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(IdentityError::BadName);
     }
     Ok(())
@@ -279,9 +283,7 @@ impl Identity {
     pub fn libp2p_keypair(&self) -> libp2p::identity::Keypair {
         let mut secret = self.signing.to_bytes();
         match libp2p::identity::ed25519::SecretKey::try_from_bytes(&mut secret) {
-            Ok(sk) => {
-                libp2p::identity::Keypair::from(libp2p::identity::ed25519::Keypair::from(sk))
-            }
+            Ok(sk) => libp2p::identity::Keypair::from(libp2p::identity::ed25519::Keypair::from(sk)),
             // 32 bytes are always a valid ed25519 secret; keep a total function anyway.
             Err(_) => libp2p::identity::Keypair::generate_ed25519(),
         }
@@ -344,7 +346,10 @@ fn fingerprint_digits(key: &[u8; 32]) -> String {
         .chain_update(key)
         .finalize();
     for _ in 0..1024 {
-        hash = Sha256::new().chain_update(hash).chain_update(key).finalize();
+        hash = Sha256::new()
+            .chain_update(hash)
+            .chain_update(key)
+            .finalize();
     }
     hash[..30]
         .chunks(5)

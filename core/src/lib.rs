@@ -19,5 +19,5 @@ pub mod store;
 pub mod wire;
 
 pub use event::{Event, EventStream};
-pub use node::{Config, Node, NodeError};
 pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Config, Node, NodeError};

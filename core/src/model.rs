@@ -50,7 +50,9 @@ impl fmt::Display for MessageId {
 
 /// A hybrid-logical-clock timestamp: wall-clock milliseconds plus a counter that keeps
 /// the order causal when clocks disagree or several messages share a millisecond.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch (never behind any timestamp this clock has seen).
     pub ms: u64,

@@ -50,7 +50,10 @@ pub async fn call(node: &Node, text: &str) -> Response {
             json: Some(error_response(
                 Value::Null,
                 INVALID_REQUEST,
-                &format!("request of {} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit", text.len()),
+                &format!(
+                    "request of {} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit",
+                    text.len()
+                ),
             )),
             shutdown: false,
         };
@@ -114,27 +117,50 @@ fn error_value(id: Value, code: i64, message: &str) -> Value {
 async fn call_one(node: &Node, request: Value) -> (Option<Value>, bool) {
     let Value::Object(mut object) = request else {
         return (
-            Some(error_value(Value::Null, INVALID_REQUEST, "a request must be a JSON object")),
+            Some(error_value(
+                Value::Null,
+                INVALID_REQUEST,
+                "a request must be a JSON object",
+            )),
             false,
         );
     };
     let id = object.remove("id");
     let reply_id = id.clone().unwrap_or(Value::Null);
-    if !matches!(&id, None | Some(Value::Number(_) | Value::String(_) | Value::Null)) {
+    if !matches!(
+        &id,
+        None | Some(Value::Number(_) | Value::String(_) | Value::Null)
+    ) {
         return (
-            Some(error_value(Value::Null, INVALID_REQUEST, "id must be a number, a string or null")),
+            Some(error_value(
+                Value::Null,
+                INVALID_REQUEST,
+                "id must be a number, a string or null",
+            )),
             false,
         );
     }
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return (
-            Some(error_value(reply_id, INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\"")),
+            Some(error_value(
+                reply_id,
+                INVALID_REQUEST,
+                "\"jsonrpc\" must be \"2.0\"",
+            )),
             false,
         );
     }
-    let Some(method) = object.get("method").and_then(Value::as_str).map(str::to_owned) else {
+    let Some(method) = object
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
         return (
-            Some(error_value(reply_id, INVALID_REQUEST, "\"method\" must be a string")),
+            Some(error_value(
+                reply_id,
+                INVALID_REQUEST,
+                "\"method\" must be a string",
+            )),
             false,
         );
     };
@@ -321,7 +347,10 @@ async fn dispatch(node: &Node, method: &str, raw: Value) -> Outcome {
         }
         other => Err((
             METHOD_NOT_FOUND,
-            format!("unknown method {other:?}; methods are: {}", METHODS.join(", ")),
+            format!(
+                "unknown method {other:?}; methods are: {}",
+                METHODS.join(", ")
+            ),
         )),
     }
 }

@@ -156,9 +156,8 @@ impl DmRequest {
     /// Decodes a frame body and checks counts and sizes.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         check_size(bytes.len(), MAX_DM_REQUEST_BYTES)?;
-        let request: DmRequest = postcard::from_bytes(bytes).map_err(|_| WireError::Malformed {
-            what: "dm request",
-        })?;
+        let request: DmRequest =
+            postcard::from_bytes(bytes).map_err(|_| WireError::Malformed { what: "dm request" })?;
         if request.envelopes.is_empty() || request.envelopes.len() > MAX_BATCH {
             return Err(WireError::Limit("dm request must hold 1 to 64 envelopes"));
         }

@@ -51,21 +51,31 @@ fn invalid(e: wire::WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// An inbound dm request as read off the wire: a valid request, or why the frame was
+/// refused. Malformed frames surface as values (not I/O errors) so the actor sees them,
+/// answers with no acks and counts them against the peer; libp2p would otherwise drop
+/// a failed read silently.
+pub(crate) type DmFrame = Result<DmRequest, String>;
+
 /// Codec for `/bonghwa/dm/1`.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct DmCodec;
 
 impl libp2p::request_response::Codec for DmCodec {
     type Protocol = StreamProtocol;
-    type Request = DmRequest;
+    type Request = DmFrame;
     type Response = DmResponse;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DmRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DmFrame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io, MAX_DM_REQUEST_BYTES).await?;
-        DmRequest::decode(&body).map_err(invalid)
+        let body = match read_frame(io, MAX_DM_REQUEST_BYTES).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(DmRequest::decode(&body).map_err(|e| e.to_string()))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DmResponse>
@@ -80,11 +90,12 @@ impl libp2p::request_response::Codec for DmCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: DmRequest,
+        request: DmFrame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let request = request.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         write_frame(io, &request.encode()).await
     }
 
@@ -130,7 +141,12 @@ impl libp2p::request_response::Codec for CardCodec {
         wire::decode_card(&body).map_err(invalid)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, _: CardRequest) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        _: CardRequest,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::task::{Context, Poll, Waker};
 
+use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
 use libp2p::core::upgrade::DeniedUpgrade;
 use libp2p::core::{Endpoint, Multiaddr};
@@ -17,7 +18,6 @@ use libp2p::swarm::{
     ConnectionDenied, ConnectionHandlerEvent, ConnectionId, FromSwarm, NetworkBehaviour,
     NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
-use libp2p::PeerId;
 
 /// Most peers kept alive at once (the contacts of a large address book).
 pub(crate) const MAX_KEPT: usize = 4096;
@@ -98,11 +98,19 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, event: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
         match event {}
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         if let Some((peer_id, connection, keep)) = self.to_notify.pop_front() {
             return Poll::Ready(ToSwarm::NotifyHandler {
                 peer_id,
@@ -147,7 +155,10 @@ impl libp2p::swarm::ConnectionHandler for Handler {
         Poll::Pending
     }
 
-    fn on_connection_event(&mut self, event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>) {
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol>,
+    ) {
         // DeniedUpgrade negotiates nothing, so only address and protocol changes arrive.
         let _ = event;
     }

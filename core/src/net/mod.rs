@@ -8,14 +8,14 @@ mod keep_alive;
 
 use std::time::Duration;
 
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    connection_limits, identify, mdns, memory_connection_limits, noise, ping, request_response,
-    tcp, yamux, Multiaddr, StreamProtocol, Swarm,
+    Multiaddr, StreamProtocol, Swarm, connection_limits, identify, mdns, memory_connection_limits,
+    noise, ping, request_response, tcp, yamux,
 };
 
-pub(crate) use codec::{CardCodec, CardRequest, DmCodec};
+pub(crate) use codec::{CardCodec, CardRequest, DmCodec, DmFrame};
 
 use crate::identity::Identity;
 
@@ -89,7 +89,10 @@ pub(crate) fn build_swarm(identity: &Identity, mdns: bool) -> Result<Swarm<Behav
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns {
-                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
             } else {
                 None
             };

@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
-use libp2p::{identify, mdns, Multiaddr, PeerId, Swarm};
+use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
@@ -26,12 +26,16 @@ const MAX_COMMAND_BATCH: usize = 256;
 const MAX_NEARBY: usize = 256;
 /// Addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers in the address book.
+const MAX_ADDR_BOOK_PEERS: usize = 4096;
 /// Bad frames or envelopes a peer may send before we hang up on it.
 const MAX_STRIKES: u32 = 16;
 /// Clock skew we accept from a sender before ignoring its timestamp for our clock.
 pub(super) const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
 /// Setting key of the display name.
 pub(super) const NAME_KEY: &str = "name";
+/// Setting-key prefix of the port a port-0 listen address got last time.
+const PORT_KEY: &str = "port/";
 /// Setting-key prefix of a peer's last known addresses.
 const ADDRS_KEY: &str = "addrs/";
 
@@ -66,6 +70,9 @@ pub(super) struct Actor {
     nearby: BTreeMap<PeerId, NearbyEntry>,
     listen_addrs: BTreeSet<Multiaddr>,
     strikes: HashMap<PeerId, u32>,
+    /// Where each peer was last reachable (identify, mDNS, our own dials, earlier runs).
+    /// Dials always offer these, so an address survives a failed dial attempt.
+    addr_book: BTreeMap<PeerId, Vec<Multiaddr>>,
     bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
 }
@@ -96,13 +103,27 @@ impl Actor {
         } else {
             config.listen.clone()
         };
-        let mut listeners = std::collections::HashSet::new();
+        // A port-0 address reuses the port it got last time, so contacts that remember
+        // our address can reach us again after a restart; if that port is taken, any port.
+        let mut listeners = HashMap::new();
         for addr in listen {
-            let id = swarm.listen_on(addr.clone()).map_err(|e| net::NetError::Listen {
+            let key = format!("{PORT_KEY}{addr}");
+            let remembered = store
+                .setting(&key)?
+                .and_then(|bytes| <[u8; 2]>::try_from(bytes.as_slice()).ok())
+                .map(u16::from_be_bytes)
+                .and_then(|port| with_port(&addr, port));
+            let listen_err = |addr: &Multiaddr, e: &dyn std::fmt::Display| net::NetError::Listen {
                 addr: addr.clone(),
                 detail: e.to_string(),
-            })?;
-            listeners.insert(id);
+            };
+            let id = match remembered.map(|again| swarm.listen_on(again)) {
+                Some(Ok(id)) => id,
+                _ => swarm
+                    .listen_on(addr.clone())
+                    .map_err(|e| listen_err(&addr, &e))?,
+            };
+            listeners.insert(id, key);
         }
         let mut listen_addrs = BTreeSet::new();
         // Wait until each listener has an address, so `identity` is right from the start.
@@ -117,7 +138,11 @@ impl Actor {
                     listener_id,
                     address,
                 } => {
-                    listeners.remove(&listener_id);
+                    if let Some(key) = listeners.remove(&listener_id) {
+                        if let Some(port) = port_of(&address) {
+                            store.set_setting(&key, &port.to_be_bytes())?;
+                        }
+                    }
                     listen_addrs.insert(address);
                 }
                 SwarmEvent::ListenerClosed {
@@ -156,6 +181,7 @@ impl Actor {
             nearby: BTreeMap::new(),
             listen_addrs,
             strikes: HashMap::new(),
+            addr_book: BTreeMap::new(),
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
         };
@@ -171,12 +197,12 @@ impl Actor {
                 continue;
             };
             for addr in self.known_addrs(&peer) {
-                self.swarm.add_peer_address(peer, addr);
+                self.learn_addr(peer, addr);
             }
             if contact.state == ContactState::Accepted {
                 self.swarm.behaviour_mut().keep_alive.set_kept(peer, true);
                 if self.dial_on_start {
-                    let _ = self.swarm.dial(peer);
+                    self.dial_peer(peer);
                 }
             }
         }
@@ -341,7 +367,9 @@ impl Actor {
         identity::check_name(&name)?;
         self.store.set_setting(NAME_KEY, name.as_bytes())?;
         self.store.flush()?;
-        self.card = self.identity.card(&name, self.card.relays.clone(), now_ms());
+        self.card = self
+            .identity
+            .card(&name, self.card.relays.clone(), now_ms());
         self.name = name;
         Ok(())
     }
@@ -428,6 +456,13 @@ impl Actor {
             .collect()
     }
 
+    /// Remembers what identify told us about a new contact's addresses, if connected.
+    pub(super) fn remember_current_addrs(&self, peer: &PeerId) {
+        if let Some(addrs) = self.addr_book.get(peer) {
+            self.remember_addrs(peer, addrs);
+        }
+    }
+
     /// Remembers a contact's addresses for the next run.
     fn remember_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
         let list: Vec<String> = addrs
@@ -436,7 +471,10 @@ impl Actor {
             .map(ToString::to_string)
             .collect();
         if let Ok(bytes) = postcard::to_stdvec(&list) {
-            if let Err(e) = self.store.set_setting(&format!("{ADDRS_KEY}{peer}"), &bytes) {
+            if let Err(e) = self
+                .store
+                .set_setting(&format!("{ADDRS_KEY}{peer}"), &bytes)
+            {
                 tracing::warn!("cannot remember addresses of {peer}: {e:#}");
             }
         }
@@ -467,7 +505,7 @@ impl Actor {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if endpoint.is_dialer() {
-                    self.swarm.add_peer_address(peer_id, addr.clone());
+                    self.learn_addr(peer_id, addr.clone());
                 }
                 let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
                 self.connected
@@ -544,10 +582,10 @@ impl Actor {
             .take(MAX_ADDRS_PER_PEER)
             .collect();
         for addr in &addrs {
-            self.swarm.add_peer_address(peer_id, addr.clone());
+            self.learn_addr(peer_id, addr.clone());
         }
         if matches!(self.store.contact(&peer_id.to_string()), Ok(Some(_))) {
-            self.remember_addrs(&peer_id, &addrs);
+            self.remember_current_addrs(&peer_id);
         }
     }
 
@@ -558,16 +596,12 @@ impl Actor {
                     if peer == self.identity.peer_id() {
                         continue;
                     }
-                    self.swarm.add_peer_address(peer, addr);
+                    self.learn_addr(peer, addr);
                     if !self.nearby.contains_key(&peer) {
                         if self.nearby.len() >= MAX_NEARBY {
                             continue;
                         }
                         self.nearby.insert(peer, NearbyEntry::default());
-                        self.emit(Event::PeerDiscovered {
-                            peer_id: peer.to_string(),
-                            source: "mdns",
-                        });
                     }
                     let Some(entry) = self.nearby.get_mut(&peer) else {
                         continue;
@@ -601,8 +635,7 @@ impl Actor {
         match event {
             request_response::Event::Message {
                 peer,
-                message:
-                    request_response::Message::Request { channel, .. },
+                message: request_response::Message::Request { channel, .. },
                 ..
             } => {
                 let _ = self
@@ -622,7 +655,16 @@ impl Actor {
                     return;
                 }
                 if let Some(entry) = self.nearby.get_mut(&peer) {
+                    let first = entry.card.is_none();
                     entry.card = Some(response);
+                    // Announced once the peer is known to be a Bonghwa node with a name,
+                    // that is, once it appears in `nearby`.
+                    if first {
+                        self.emit(Event::PeerDiscovered {
+                            peer_id: peer.to_string(),
+                            source: "mdns",
+                        });
+                    }
                 }
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
@@ -638,17 +680,23 @@ impl Actor {
         }
     }
 
-    fn on_dm_event(
-        &mut self,
-        event: request_response::Event<crate::wire::DmRequest, DmResponse>,
-    ) {
+    fn on_dm_event(&mut self, event: request_response::Event<net::DmFrame, DmResponse>) {
         match event {
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
-                let response = self.receive_envelopes(peer, request);
+                let response = match request {
+                    Ok(request) => self.receive_envelopes(peer, request),
+                    Err(why) => {
+                        self.strike(peer, &format!("malformed dm frame: {why}"));
+                        DmResponse { acks: Vec::new() }
+                    }
+                };
                 if self
                     .swarm
                     .behaviour_mut()
@@ -707,9 +755,26 @@ impl Actor {
         }
     }
 
-    /// Dials a peer by id using whatever addresses the swarm knows.
+    /// Adds an address to the book (newest first, a few per peer, a bounded number of peers).
+    fn learn_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+        if !self.addr_book.contains_key(&peer) && self.addr_book.len() >= MAX_ADDR_BOOK_PEERS {
+            return;
+        }
+        let addrs = self.addr_book.entry(peer).or_default();
+        addrs.retain(|a| *a != addr);
+        addrs.insert(0, addr.clone());
+        addrs.truncate(MAX_ADDRS_PER_PEER);
+        self.swarm.add_peer_address(peer, addr);
+    }
+
+    /// Dials a peer by id, offering every address we know for it.
     pub(super) fn dial_peer(&mut self, peer: PeerId) {
-        if let Err(e) = self.swarm.dial(peer) {
+        let addrs = self.addr_book.get(&peer).cloned().unwrap_or_default();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, "cannot dial: {e}");
         }
     }
@@ -720,6 +785,34 @@ impl Actor {
             tracing::warn!(%peer, "keep-alive set is full");
         }
     }
+}
+
+/// `addr` with its port-0 TCP or UDP component set to `port`; `None` if it has no port 0.
+fn with_port(addr: &Multiaddr, port: u16) -> Option<Multiaddr> {
+    let mut changed = false;
+    let out = addr
+        .iter()
+        .map(|p| match p {
+            Protocol::Tcp(0) => {
+                changed = true;
+                Protocol::Tcp(port)
+            }
+            Protocol::Udp(0) => {
+                changed = true;
+                Protocol::Udp(port)
+            }
+            other => other,
+        })
+        .collect();
+    changed.then_some(out)
+}
+
+/// The TCP or UDP port of an address.
+fn port_of(addr: &Multiaddr) -> Option<u16> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Tcp(port) | Protocol::Udp(port) => Some(port),
+        _ => None,
+    })
 }
 
 fn default_name(peer: &PeerId) -> String {

@@ -8,9 +8,7 @@ use super::{ChatInfo, ContactInfo, MessageInfo, NodeError, NodeResult, Reply, no
 use crate::crypto;
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
-use crate::model::{
-    Contact, ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage,
-};
+use crate::model::{Contact, ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage};
 use crate::proto::outbox::{self, Output};
 use crate::wire::{self, Ack, Body, DmPayload, DmRequest, DmResponse, Reject};
 
@@ -178,7 +176,7 @@ impl Actor {
             .swarm
             .behaviour_mut()
             .dm
-            .send_request(&peer_id, DmRequest { envelopes });
+            .send_request(&peer_id, Ok(DmRequest { envelopes }));
         for id in &sent {
             self.update_status(id, MessageStatus::Sent);
         }
@@ -260,7 +258,13 @@ impl Actor {
                 tracing::error!("cannot make received messages durable: {e:#}");
                 let acks = acks
                     .into_iter()
-                    .map(|a| if matches!(a, Ack::Stored(_)) { Ack::Retry } else { a })
+                    .map(|a| {
+                        if matches!(a, Ack::Stored(_)) {
+                            Ack::Retry
+                        } else {
+                            a
+                        }
+                    })
                     .collect();
                 return DmResponse { acks };
             }
@@ -310,7 +314,11 @@ impl Actor {
                 let requests = self
                     .store
                     .contacts()
-                    .map(|c| c.iter().filter(|c| c.state == ContactState::Request).count())
+                    .map(|c| {
+                        c.iter()
+                            .filter(|c| c.state == ContactState::Request)
+                            .count()
+                    })
                     .unwrap_or(usize::MAX);
                 if requests >= MAX_REQUESTS {
                     return Ok(Received::Busy);
@@ -341,7 +349,8 @@ impl Actor {
         };
         match self.store.insert_message(&message) {
             Ok(true) => {
-                self.clock.observe(payload.hlc, now, super::actor::MAX_SKEW_MS);
+                self.clock
+                    .observe(payload.hlc, now, super::actor::MAX_SKEW_MS);
                 Ok(Received::New(message, request))
             }
             Ok(false) => Ok(Received::Duplicate(message.id)),
@@ -384,6 +393,7 @@ impl Actor {
             },
         };
         self.store.put_contact(&contact)?;
+        self.remember_current_addrs(&peer);
         self.store.flush()?;
         self.keep(peer, true);
         if !self.is_online(&peer) {

@@ -257,7 +257,8 @@ impl Node {
                 "{addr:?} is not a multiaddr ({e}); expected e.g. /ip4/127.0.0.1/tcp/4001"
             ))
         })?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.ask(|r| Command::Connect(parsed, r))).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.ask(|r| Command::Connect(parsed, r))).await
+        {
             Ok(result) => result,
             Err(_) => Err(NodeError::Dial {
                 addr: addr.to_owned(),

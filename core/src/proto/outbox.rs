@@ -280,8 +280,10 @@ impl Outbox {
             if due {
                 let attempts = self.dial_attempts.get(&peer).copied().unwrap_or(0);
                 let delay = self.backoff(attempts);
-                self.dial_attempts.insert(peer.clone(), attempts.saturating_add(1));
-                self.next_dial_ms.insert(peer.clone(), now_ms.saturating_add(delay));
+                self.dial_attempts
+                    .insert(peer.clone(), attempts.saturating_add(1));
+                self.next_dial_ms
+                    .insert(peer.clone(), now_ms.saturating_add(delay));
                 out.push(Output::Dial { peer });
             }
         }
@@ -343,8 +345,14 @@ mod tests {
         let gaps: Vec<u64> = dial_times.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps[0] >= 750 && gaps[0] <= 1_250, "{gaps:?}");
         assert!(gaps[3] > gaps[0] * 4, "{gaps:?}");
-        assert!(gaps.iter().all(|g| *g <= BACKOFF_MAX_MS * 5 / 4), "{gaps:?}");
-        assert!(outbox.contains(&MessageId([1; 32])), "still pending at {now}");
+        assert!(
+            gaps.iter().all(|g| *g <= BACKOFF_MAX_MS * 5 / 4),
+            "{gaps:?}"
+        );
+        assert!(
+            outbox.contains(&MessageId([1; 32])),
+            "still pending at {now}"
+        );
     }
 
     #[test]
@@ -423,7 +431,10 @@ mod tests {
             vec![Output::Refused(MessageId([2; 32]))]
         );
         let out = outbox.handle(Input::Tick, 7 * DAY);
-        assert!(out.contains(&Output::Expired(MessageId([1; 32]))), "{out:?}");
+        assert!(
+            out.contains(&Output::Expired(MessageId([1; 32]))),
+            "{out:?}"
+        );
         assert!(outbox.is_empty());
     }
 

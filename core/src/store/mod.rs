@@ -38,7 +38,7 @@ pub enum StoreError {
     /// The files are damaged or are not a Bonghwa database.
     #[error(
         "the database in {path} is damaged or not a Bonghwa database ({detail}); \
-         it was left untouched: restore a backup or move it aside"
+         Bonghwa did not overwrite it: restore a backup or move it aside"
     )]
     Corrupt {
         /// Where the database lives.

@@ -1,0 +1,157 @@
+//! Direct-message benchmark: two `bonghwa rpc` processes on loopback, encryption and
+//! durable storage on both sides. Prints one JSON object.
+//!
+//! Run: `cargo run --release -p bonghwa-tests --bin bench-direct`
+//! Flags: `--latency N` (default 1000), `--throughput N` (default 10000).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bonghwa_tests::process::{Launch, RpcProcess};
+use serde_json::json;
+
+fn node_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("BONGHWA_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no exe dir")?;
+    let bin = dir.join("bonghwa-node");
+    if !bin.exists() {
+        bail!(
+            "{} not found; build it with `cargo build --release -p bonghwa-tests`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let latency_n = arg("--latency", 1000);
+    let throughput_n = arg("--throughput", 10_000);
+    let bin = node_bin()?;
+    let tmp = tempfile::tempdir()?;
+    let launch = Launch::default();
+
+    // Time from process start to the `ready` line: first start (key + database created) …
+    let t = Instant::now();
+    let alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let ready_first_ms = ms(t.elapsed());
+    let alice_dir = alice.data_dir.clone();
+    alice.shutdown()?;
+    // … and a restart on an existing data dir.
+    let t = Instant::now();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
+    let ready_restart_ms = ms(t.elapsed());
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let idle_rss = [rss_kib(alice.pid(), "VmRSS:"), rss_kib(bob.pid(), "VmRSS:")];
+
+    alice.call("connect", json!({"addr": bob.addr()}))?;
+    alice.call("contact_add", json!({"code": bob.code()}))?;
+    bob.call("contact_add", json!({"code": alice.code()}))?;
+    let bob_id = bob.peer_id();
+
+    // Latency: one message at a time, send request → message_received at Bob.
+    let mut latencies = Vec::with_capacity(latency_n);
+    let mut round_trips = Vec::with_capacity(latency_n);
+    for i in 0..latency_n {
+        let text = format!("latency {i}");
+        let t = Instant::now();
+        let sent = alice.call("send", json!({"to": bob_id, "text": text}))?;
+        bob.wait_event("latency message", |p| {
+            p["kind"] == "message_received" && p["message"]["text"] == text.as_str()
+        })?;
+        latencies.push(ms(t.elapsed()));
+        let id = sent["id"].as_str().unwrap_or_default().to_owned();
+        alice.wait_event("delivered", |p| {
+            p["kind"] == "message_status" && p["id"] == id.as_str() && p["status"] == "delivered"
+        })?;
+        round_trips.push(ms(t.elapsed()));
+    }
+    latencies.sort_by(f64::total_cmp);
+    round_trips.sort_by(f64::total_cmp);
+
+    // Throughput: all sends written at once, then wait for Bob to hold every one.
+    let t = Instant::now();
+    for i in 0..throughput_n {
+        let request = json!({"jsonrpc": "2.0", "id": format!("t{i}"), "method": "send",
+            "params": {"to": bob_id, "text": format!("throughput {i}")}});
+        alice.write_raw(&request.to_string())?;
+    }
+    let mut received = 0;
+    while received < throughput_n {
+        bob.wait_event("throughput message", |p| {
+            p["kind"] == "message_received"
+                && p["message"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("throughput "))
+        })?;
+        received += 1;
+    }
+    let received_elapsed = t.elapsed();
+    let last_id = json!(format!("t{}", throughput_n - 1));
+    alice.response(&last_id)?;
+    let mut delivered = 0;
+    while delivered < throughput_n {
+        alice.wait_event("throughput delivered", |p| {
+            p["kind"] == "message_status" && p["status"] == "delivered"
+        })?;
+        delivered += 1;
+    }
+    let delivered_elapsed = t.elapsed();
+
+    let peak_rss = [rss_kib(alice.pid(), "VmHWM:"), rss_kib(bob.pid(), "VmHWM:")];
+    let history = bob.call("messages", json!({"chat": alice.peer_id(), "limit": 1}))?;
+    alice.shutdown()?;
+    bob.shutdown()?;
+
+    let report = json!({
+        "benchmark": "direct",
+        "transport": "tcp loopback, noise, yamux; JSON-RPC over pipes at both ends",
+        "latency_messages": latency_n,
+        "latency_ms": {"p50": percentile(&latencies, 50.0), "p99": percentile(&latencies, 99.0),
+                       "max": latencies.last()},
+        "ack_round_trip_ms": {"p50": percentile(&round_trips, 50.0), "p99": percentile(&round_trips, 99.0)},
+        "throughput_messages": throughput_n,
+        "throughput_received_per_s": throughput_n as f64 / received_elapsed.as_secs_f64(),
+        "throughput_delivered_per_s": throughput_n as f64 / delivered_elapsed.as_secs_f64(),
+        "ready_ms": {"first_start": ready_first_ms, "restart": ready_restart_ms},
+        "rss_kib": {"alice_idle": idle_rss[0], "bob_idle": idle_rss[1],
+                    "alice_peak": peak_rss[0], "bob_peak": peak_rss[1]},
+        "last_message_at_bob": history[0]["text"],
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! The real `bonghwa rpc` binary as a child process, driven over JSON lines.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::WAIT;
+
+/// Lines buffered between the reader thread and the test.
+const LINE_BUFFER: usize = 65_536;
+
+/// One `bonghwa rpc` child process.
+pub struct RpcProcess {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// The `ready` notification's params: peer_id, name, contact_code, addrs.
+    pub identity: Value,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    /// Notifications read while waiting for a response, kept for `wait_event`.
+    backlog: VecDeque<Value>,
+    next_id: u64,
+}
+
+/// How to launch a node process.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Extra CLI flags (before `rpc`).
+    pub args: Vec<String>,
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
+    /// Turn mDNS on (only allowed inside a namespace).
+    pub mdns: bool,
+    /// Listen address; default `/ip4/127.0.0.1/tcp/0`. Empty string: no `--listen` flag.
+    pub listen: Option<String>,
+}
+
+impl RpcProcess {
+    /// Starts `bin rpc` for `name` with its data dir at `data_dir`, and waits for `ready`.
+    pub fn spawn(bin: &Path, name: &str, data_dir: &Path, launch: &Launch) -> anyhow::Result<Self> {
+        assert!(
+            launch.netns.is_some() || !launch.mdns,
+            "mDNS is only allowed inside a test network namespace"
+        );
+        let mut command = match &launch.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--name", name]);
+        if !launch.mdns {
+            command.arg("--no-mdns");
+        }
+        match launch.listen.as_deref() {
+            Some("") => {}
+            Some(addr) => {
+                command.args(["--listen", addr]);
+            }
+            None => {
+                command.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+            }
+        }
+        command.args(&launch.args).arg("rpc");
+        std::fs::create_dir_all(data_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))?;
+        let mut child = command
+            .env("RUST_LOG", "info,bonghwa_core=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = sync_channel(LINE_BUFFER);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value =
+                    serde_json::from_str(&line).unwrap_or_else(|_| json!({"unparsable": line}));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut process = Self {
+            name: name.to_owned(),
+            data_dir: data_dir.to_owned(),
+            identity: Value::Null,
+            child,
+            stdin,
+            lines,
+            backlog: VecDeque::new(),
+            next_id: 1,
+        };
+        let ready = process
+            .next_line(WAIT)
+            .with_context(|| format!("{name}: no ready line"))?;
+        if ready["method"] != "ready" {
+            bail!("{name}: first line was not ready: {ready}");
+        }
+        process.identity = ready["params"].clone();
+        Ok(process)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.identity["peer_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn code(&self) -> String {
+        self.identity["contact_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The first listen address (with `/p2p/…`).
+    pub fn addr(&self) -> String {
+        self.identity["addrs"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn next_line(&mut self, within: Duration) -> anyhow::Result<Value> {
+        match self.lines.recv_timeout(within) {
+            Ok(v) => Ok(v),
+            Err(RecvTimeoutError::Timeout) => bail!("{}: no output within {within:?}", self.name),
+            Err(RecvTimeoutError::Disconnected) => {
+                bail!("{}: process closed its output", self.name)
+            }
+        }
+    }
+
+    /// Writes one raw line to stdin.
+    pub fn write_raw(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Reads until the response with `id` arrives; notifications go to the backlog.
+    pub fn response(&mut self, id: &Value) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left)?;
+            if line.get("id") == Some(id) {
+                return Ok(line);
+            }
+            if line.get("method").is_some() {
+                self.backlog.push_back(line);
+            }
+        }
+    }
+
+    /// The next line that is not a notification (a response or a batch of them).
+    pub fn next_reply(&mut self) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left)?;
+            if line.get("method").is_none() {
+                return Ok(line);
+            }
+            self.backlog.push_back(line);
+        }
+    }
+
+    /// Calls `method` and returns its full response object (result or error).
+    pub fn call_raw(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = json!(self.next_id);
+        self.next_id += 1;
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.write_raw(&request.to_string())?;
+        self.response(&id)
+    }
+
+    /// Calls `method`; an error response becomes `Err`.
+    pub fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let response = self.call_raw(method, params)?;
+        if let Some(error) = response.get("error") {
+            bail!("{}: {method} failed: {error}", self.name);
+        }
+        Ok(response["result"].clone())
+    }
+
+    /// Waits for an event notification whose params match `pred`.
+    pub fn wait_event(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|n| n["method"] == "event" && pred(&n["params"]))
+        {
+            return Ok(self
+                .backlog
+                .remove(i)
+                .map(|n| n["params"].clone())
+                .unwrap_or_default());
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .next_line(left)
+                .with_context(|| format!("{}: waiting for {what}", self.name))?;
+            if line["method"] == "event" && pred(&line["params"]) {
+                return Ok(line["params"].clone());
+            }
+            if line.get("method").is_some() {
+                self.backlog.push_back(line);
+            }
+        }
+    }
+
+    /// Waits until message `id` has `status` (checked in the history first).
+    pub fn wait_status(&mut self, chat: &str, id: &str, status: &str) -> anyhow::Result<()> {
+        let history = self.call("messages", json!({"chat": chat, "limit": 1000}))?;
+        if history
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m["id"] == id && m["status"] == status))
+        {
+            return Ok(());
+        }
+        self.wait_event(&format!("{id} {status}"), |p| {
+            p["kind"] == "message_status" && p["id"] == id && p["status"] == status
+        })?;
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) -> anyhow::Result<ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
+    /// `shutdown` over RPC, then waits for a clean exit.
+    pub fn shutdown(mut self) -> anyhow::Result<ExitStatus> {
+        self.call("shutdown", json!({}))?;
+        self.wait_exit()
+    }
+
+    /// Closes stdin (EOF) and waits for the exit.
+    pub fn close_stdin(mut self) -> anyhow::Result<ExitStatus> {
+        drop(self.stdin.take());
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("{}: did not exit", self.name);
+            }
+            // Polling a child's exit has no event to wait on; this only paces the poll.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RpcProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Multi-node scenarios over real sockets: in-process nodes on loopback, real `bonghwa`
+//! processes, and network namespaces for the LAN. One binary, a module per capability.
+
+#![allow(missing_docs)]
+
+mod direct;
+mod hostile;
+mod lan;
+mod persistence;
+mod rpc_cli;
+
+use std::path::PathBuf;
+
+/// The `bonghwa` CLI built by this package (same code as the shipped binary).
+pub fn node_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bonghwa-node"))
+}
