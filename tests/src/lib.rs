@@ -9,7 +9,13 @@
 //! Waiting is always for an outcome (an event, a status) with a generous upper bound
 //! that only turns a hang into a failure; nothing here asserts how fast something was.
 
-#![allow(missing_docs, unreachable_pub)]
+// Test infrastructure: a failed expectation here is a failed test.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 pub mod hostile;
 pub mod netns;
@@ -139,10 +145,10 @@ impl TestNode {
     /// Waits until message `id` reaches `status` (or a later one).
     pub async fn wait_status(&mut self, id: &str, status: MessageStatus) -> anyhow::Result<()> {
         // It may already be there.
-        if let Some(m) = self.find_message(id).await? {
-            if status_at_least(m.status, status) {
-                return Ok(());
-            }
+        if let Some(m) = self.find_message(id).await?
+            && status_at_least(m.status, status)
+        {
+            return Ok(());
         }
         let id = id.to_owned();
         self.wait_for(

@@ -88,12 +88,12 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ConnectionClosed(closed) = event {
-            if let Some(set) = self.connections.get_mut(&closed.peer_id) {
-                set.remove(&closed.connection_id);
-                if set.is_empty() {
-                    self.connections.remove(&closed.peer_id);
-                }
+        if let FromSwarm::ConnectionClosed(closed) = event
+            && let Some(set) = self.connections.get_mut(&closed.peer_id)
+        {
+            set.remove(&closed.connection_id);
+            if set.is_empty() {
+                self.connections.remove(&closed.peer_id);
             }
         }
     }

@@ -138,10 +138,10 @@ impl Actor {
                     listener_id,
                     address,
                 } => {
-                    if let Some(key) = listeners.remove(&listener_id) {
-                        if let Some(port) = port_of(&address) {
-                            store.set_setting(&key, &port.to_be_bytes())?;
-                        }
+                    if let Some(key) = listeners.remove(&listener_id)
+                        && let Some(port) = port_of(&address)
+                    {
+                        store.set_setting(&key, &port.to_be_bytes())?;
                     }
                     listen_addrs.insert(address);
                 }
@@ -470,13 +470,12 @@ impl Actor {
             .take(MAX_ADDRS_PER_PEER)
             .map(ToString::to_string)
             .collect();
-        if let Ok(bytes) = postcard::to_stdvec(&list) {
-            if let Err(e) = self
+        if let Ok(bytes) = postcard::to_stdvec(&list)
+            && let Err(e) = self
                 .store
                 .set_setting(&format!("{ADDRS_KEY}{peer}"), &bytes)
-            {
-                tracing::warn!("cannot remember addresses of {peer}: {e:#}");
-            }
+        {
+            tracing::warn!("cannot remember addresses of {peer}: {e:#}");
         }
     }
 

@@ -253,21 +253,16 @@ impl Actor {
             acks.push(ack);
         }
         let stored = acks.iter().any(|a| matches!(a, Ack::Stored(_)));
-        if stored {
-            if let Err(e) = self.store.flush() {
-                tracing::error!("cannot make received messages durable: {e:#}");
-                let acks = acks
-                    .into_iter()
-                    .map(|a| {
-                        if matches!(a, Ack::Stored(_)) {
-                            Ack::Retry
-                        } else {
-                            a
-                        }
-                    })
-                    .collect();
-                return DmResponse { acks };
-            }
+        if stored && let Err(e) = self.store.flush() {
+            tracing::error!("cannot make received messages durable: {e:#}");
+            let acks = acks
+                .into_iter()
+                .map(|a| match a {
+                    Ack::Stored(_) => Ack::Retry,
+                    other => other,
+                })
+                .collect();
+            return DmResponse { acks };
         }
         for (peer_id, name) in new_requests {
             self.emit(Event::ContactRequest { peer_id, name });

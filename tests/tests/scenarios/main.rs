@@ -1,7 +1,7 @@
 //! Multi-node scenarios over real sockets: in-process nodes on loopback, real `bonghwa`
 //! processes, and network namespaces for the LAN. One binary, a module per capability.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod direct;
 mod hostile;
