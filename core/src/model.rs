@@ -168,6 +168,8 @@ pub enum ContactState {
     Accepted,
     /// A stranger who sent a message; shown as a request until the user adds them.
     Request,
+    /// A request the user refused: hidden, and later messages from them are dropped.
+    Refused,
 }
 
 /// Someone we can write to: their signed card plus what the user decided about them.

@@ -262,6 +262,8 @@ pub const METHODS: &[&str] = &[
     "peers",
     "nearby",
     "contact_add",
+    "contact_accept",
+    "contact_refuse",
     "contacts",
     "safety_number",
     "contact_verify",
@@ -303,6 +305,16 @@ async fn dispatch(node: &Node, method: &str, raw: Value) -> Outcome {
                 .await
                 .map_err(node_error)?;
             Ok(json!({"peer_id": peer.to_string()}))
+        }
+        "contact_accept" => {
+            let p: PeerParams = params(method, raw)?;
+            node.contact_accept(&p.peer_id).await.map_err(node_error)?;
+            Ok(Value::Null)
+        }
+        "contact_refuse" => {
+            let p: PeerParams = params(method, raw)?;
+            node.contact_refuse(&p.peer_id).await.map_err(node_error)?;
+            Ok(Value::Null)
         }
         "contacts" => {
             no_params(method, &raw)?;

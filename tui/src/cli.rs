@@ -38,7 +38,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// What to run; with none, the terminal UI would open (not yet available: use `rpc`).
+    /// What to run; with none, the terminal UI opens (logs then go to <data dir>/bonghwa.log).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -94,19 +94,38 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/bonghwa"))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bonghwa_core=info,bonghwa=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs go to stderr, except while the terminal UI owns the screen: then to
+/// `<data dir>/bonghwa.log` (or nowhere, if that file cannot be opened).
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,bonghwa_core=info,bonghwa=info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if cli.command.is_some() {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        return;
+    }
+    let file = cli.resolved_data_dir().ok().and_then(|dir| {
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("bonghwa.log"))
+            .ok()
+    });
+    let _ = match file {
+        Some(file) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init(),
+        None => builder.with_writer(std::io::sink).try_init(),
+    };
 }
 
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,10 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Rpc) => crate::rpc_server::serve(cli.node_config()?).await,
         Some(Command::Id { json }) => print_identity(&cli, *json).await,
-        None => anyhow::bail!(
-            "the terminal UI is not part of this build yet; run `bonghwa rpc` for the JSON-RPC \
-             client or `bonghwa --help` for everything else"
-        ),
+        None => crate::chat_ui::run(cli.node_config()?).await,
     }
 }
 

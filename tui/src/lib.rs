@@ -5,5 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod chat_ui;
 pub mod cli;
 pub mod rpc_server;
+pub mod term;
+pub mod ui;

@@ -46,7 +46,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let event_out = out.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(event) = events.next().await {
-            if event_out.send(rpc::event_notification(&event)).await.is_err() {
+            if event_out
+                .send(rpc::event_notification(&event))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -17,6 +17,7 @@ use crate::identity::{self, ContactCard, Identity};
 use crate::model::{ContactState, HlcClock, MessageId};
 use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
 use crate::proto::outbox::{self, Outbox};
+use crate::proto::rate::RateLimiter;
 use crate::store::Store;
 use crate::wire::DmResponse;
 
@@ -26,6 +27,12 @@ const MAX_COMMAND_BATCH: usize = 256;
 const MAX_NEARBY: usize = 256;
 /// Addresses remembered per peer.
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Inbound dm requests a peer may send in a burst (each carries up to 64 envelopes).
+const DM_BURST: u32 = 4096;
+/// Inbound dm requests per second a peer may sustain.
+const DM_PER_SECOND: u32 = 2048;
+/// Peers whose request rate is tracked.
+const MAX_RATE_PEERS: usize = 4096;
 /// Peers in the address book.
 const MAX_ADDR_BOOK_PEERS: usize = 4096;
 /// Bad frames or envelopes a peer may send before we hang up on it.
@@ -70,6 +77,8 @@ pub(super) struct Actor {
     nearby: BTreeMap<PeerId, NearbyEntry>,
     listen_addrs: BTreeSet<Multiaddr>,
     strikes: HashMap<PeerId, u32>,
+    /// Inbound dm requests per peer: a flood is answered with `Retry` and not processed.
+    pub(super) inbound_rate: RateLimiter<PeerId>,
     /// Where each peer was last reachable (identify, mDNS, our own dials, earlier runs).
     /// Dials always offer these, so an address survives a failed dial attempt.
     addr_book: BTreeMap<PeerId, Vec<Multiaddr>>,
@@ -181,6 +190,7 @@ impl Actor {
             nearby: BTreeMap::new(),
             listen_addrs,
             strikes: HashMap::new(),
+            inbound_rate: RateLimiter::new(DM_BURST, DM_PER_SECOND, MAX_RATE_PEERS),
             addr_book: BTreeMap::new(),
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
@@ -314,6 +324,12 @@ impl Actor {
             }
             Command::Contacts(reply) => {
                 let _ = reply.send(self.contacts());
+            }
+            Command::ContactAccept(peer, reply) => {
+                let _ = reply.send(self.contact_decide(&peer, ContactState::Accepted));
+            }
+            Command::ContactRefuse(peer, reply) => {
+                let _ = reply.send(self.contact_decide(&peer, ContactState::Refused));
             }
             Command::SafetyNumber(peer, reply) => {
                 let _ = reply.send(self.safety_number(&peer));
@@ -690,6 +706,12 @@ impl Actor {
                 ..
             } => {
                 let response = match request {
+                    Ok(request) if !self.inbound_rate.allow(&peer, now_ms()) => {
+                        tracing::info!(%peer, "dm requests over the rate limit; asking to retry");
+                        DmResponse {
+                            acks: vec![crate::wire::Ack::Retry; request.envelopes.len()],
+                        }
+                    }
                     Ok(request) => self.receive_envelopes(peer, request),
                     Err(why) => {
                         self.strike(peer, &format!("malformed dm frame: {why}"));

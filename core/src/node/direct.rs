@@ -297,6 +297,10 @@ impl Actor {
         }
         let mut request = None;
         match self.store.contact(&sender_text) {
+            Ok(Some(contact)) if contact.state == ContactState::Refused => {
+                // The user refused this person: acknowledge (so they stop retrying) and drop.
+                return Ok(Received::Duplicate(payload.id));
+            }
             Ok(Some(mut contact)) => {
                 if payload.sender.issued_ms > contact.card.issued_ms {
                     contact.card = payload.sender.clone();
@@ -397,6 +401,28 @@ impl Actor {
         Ok(peer)
     }
 
+    /// Accepts or refuses a pending request.
+    pub(super) fn contact_decide(&mut self, peer: &PeerId, state: ContactState) -> NodeResult<()> {
+        let mut contact = self.known_contact(peer)?;
+        match (contact.state, state) {
+            (ContactState::Accepted, ContactState::Accepted) => return Ok(()),
+            (ContactState::Accepted, _) => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "{peer} is already a contact, not a request"
+                )));
+            }
+            _ => {}
+        }
+        contact.state = state;
+        self.store.put_contact(&contact)?;
+        if state == ContactState::Accepted {
+            self.remember_current_addrs(peer);
+        }
+        self.store.flush()?;
+        self.keep(*peer, state == ContactState::Accepted);
+        Ok(())
+    }
+
     pub(super) fn contacts(&self) -> NodeResult<Vec<ContactInfo>> {
         Ok(self
             .store
@@ -438,6 +464,12 @@ impl Actor {
         let mut chats: Vec<ChatInfo> = Vec::new();
         for (id, meta) in self.store.chats()? {
             let contact = self.store.contact(&id)?;
+            if contact
+                .as_ref()
+                .is_some_and(|c| c.state == ContactState::Refused)
+            {
+                continue;
+            }
             chats.push(ChatInfo {
                 name: contact
                     .as_ref()

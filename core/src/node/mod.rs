@@ -137,6 +137,8 @@ pub(crate) enum Command {
         reply: Reply<PeerId>,
     },
     Contacts(Reply<Vec<ContactInfo>>),
+    ContactAccept(PeerId, Reply<()>),
+    ContactRefuse(PeerId, Reply<()>),
     SafetyNumber(PeerId, Reply<String>),
     ContactVerify(PeerId, Reply<()>),
     Send {
@@ -285,6 +287,19 @@ impl Node {
             reply,
         })
         .await
+    }
+
+    /// Accepts a contact request: the stranger becomes a contact, with the card they sent.
+    pub async fn contact_accept(&self, peer: &str) -> NodeResult<()> {
+        let peer = parse_peer(peer)?;
+        self.ask(|r| Command::ContactAccept(peer, r)).await
+    }
+
+    /// Refuses a contact request: their chat is hidden and later messages are dropped.
+    /// Adding their contact code later undoes it.
+    pub async fn contact_refuse(&self, peer: &str) -> NodeResult<()> {
+        let peer = parse_peer(peer)?;
+        self.ask(|r| Command::ContactRefuse(peer, r)).await
     }
 
     /// Accepted contacts.

@@ -4,3 +4,4 @@
 //! seeded simulator long before a network exists.
 
 pub mod outbox;
+pub mod rate;

@@ -70,6 +70,15 @@ struct Tracked {
     next_ms: u64,
     /// Part of a request awaiting its response.
     in_flight: bool,
+    /// The in-flight batch it travels in.
+    batch: u64,
+}
+
+/// A request on its way: to whom, and how many of its messages are unresolved.
+#[derive(Clone, Debug)]
+struct Batch {
+    peer: String,
+    unresolved: usize,
 }
 
 /// The retry state of every unacknowledged outgoing message.
@@ -79,7 +88,9 @@ pub struct Outbox {
     /// Queue order: (created, id), so that retries keep the order messages were written in.
     order: BTreeSet<(u64, MessageId)>,
     connected: BTreeSet<String>,
-    in_flight_batches: BTreeMap<String, usize>,
+    /// Requests awaiting their response; a batch ends when all its messages are resolved.
+    batches: BTreeMap<u64, Batch>,
+    next_batch: u64,
     /// Peers whose dial is due, and when the next dial may happen.
     next_dial_ms: BTreeMap<String, u64>,
     dial_attempts: BTreeMap<String, u32>,
@@ -93,7 +104,8 @@ impl Outbox {
             entries: BTreeMap::new(),
             order: BTreeSet::new(),
             connected: BTreeSet::new(),
-            in_flight_batches: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            next_batch: 0,
             next_dial_ms: BTreeMap::new(),
             dial_attempts: BTreeMap::new(),
             rng: seed | 1,
@@ -148,6 +160,7 @@ impl Outbox {
                         attempts: 0,
                         next_ms: now_ms,
                         in_flight: false,
+                        batch: 0,
                     },
                 );
                 self.order.insert(key);
@@ -164,8 +177,8 @@ impl Outbox {
                 }
             }
             Input::PeerDown(peer) => {
+                // In-flight requests come back as `Failed` when their connection closes.
                 self.connected.remove(&peer);
-                self.in_flight_batches.remove(&peer);
             }
             Input::Acked(id) => {
                 if self.finish(&id, now_ms).is_some() {
@@ -182,7 +195,7 @@ impl Outbox {
                 if let Some(t) = self.entries.get_mut(&id) {
                     if t.in_flight {
                         t.in_flight = false;
-                        release_batch(&mut self.in_flight_batches, &t.entry.to);
+                        release(&mut self.batches, t.batch);
                     }
                     t.attempts = t.attempts.saturating_add(1);
                     t.next_ms = now_ms.saturating_add(delay);
@@ -199,7 +212,7 @@ impl Outbox {
         let t = self.entries.remove(id)?;
         self.order.remove(&(t.entry.created_ms, t.entry.id));
         if t.in_flight {
-            release_batch(&mut self.in_flight_batches, &t.entry.to);
+            release(&mut self.batches, t.batch);
         }
         Some(t)
     }
@@ -248,7 +261,7 @@ impl Outbox {
                 want_dial.insert(peer.clone());
                 continue;
             }
-            let busy = self.in_flight_batches.get(peer).copied().unwrap_or(0);
+            let busy = self.batches.values().filter(|b| b.peer == *peer).count();
             let peer_batches = batches.entry(peer.clone()).or_default();
             let open_new = peer_batches.last().is_none_or(|b| b.len() >= MAX_BATCH);
             if open_new {
@@ -263,12 +276,21 @@ impl Outbox {
         }
         for (peer, peer_batches) in batches {
             for ids in peer_batches.into_iter().filter(|b| !b.is_empty()) {
+                let batch = self.next_batch;
+                self.next_batch = self.next_batch.wrapping_add(1);
                 for id in &ids {
                     if let Some(t) = self.entries.get_mut(id) {
                         t.in_flight = true;
+                        t.batch = batch;
                     }
                 }
-                *self.in_flight_batches.entry(peer.clone()).or_default() += 1;
+                self.batches.insert(
+                    batch,
+                    Batch {
+                        peer: peer.clone(),
+                        unresolved: ids.len(),
+                    },
+                );
                 out.push(Output::Transmit {
                     peer: peer.clone(),
                     ids,
@@ -294,12 +316,12 @@ impl Outbox {
     }
 }
 
-/// One fewer batch awaiting a response from `peer`.
-fn release_batch(batches: &mut BTreeMap<String, usize>, peer: &str) {
-    if let Some(n) = batches.get_mut(peer) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            batches.remove(peer);
+/// One message of `batch` is resolved; the batch ends with its last message.
+fn release(batches: &mut BTreeMap<u64, Batch>, batch: u64) {
+    if let Some(b) = batches.get_mut(&batch) {
+        b.unresolved = b.unresolved.saturating_sub(1);
+        if b.unresolved == 0 {
+            batches.remove(&batch);
         }
     }
 }
@@ -409,11 +431,15 @@ mod tests {
         }
         assert_eq!(sent.len(), MAX_IN_FLIGHT_BATCHES);
         assert!(sent.iter().all(|(_, ids)| ids.len() <= MAX_BATCH));
-        // Acking one whole batch frees a slot for the next one, in creation order.
+        // Acking part of a batch frees nothing; acking all of it frees one slot for the
+        // next batch, in creation order.
         let first: Vec<MessageId> = sent[0].1.clone();
         let mut more = Vec::new();
-        for id in first {
-            more.extend(transmits(&outbox.handle(Input::Acked(id), 1)));
+        for (i, id) in first.iter().enumerate() {
+            more.extend(transmits(&outbox.handle(Input::Acked(*id), 1)));
+            if i + 1 < first.len() {
+                assert!(more.is_empty(), "a slot opened after {} of {} acks", i + 1, first.len());
+            }
         }
         assert_eq!(more.len(), 1);
         let last_sent = sent.last().unwrap().1.last().unwrap().0;

@@ -2,7 +2,8 @@
 //! durable storage on both sides. Prints one JSON object.
 //!
 //! Run: `cargo run --release -p bonghwa-tests --bin bench-direct`
-//! Flags: `--latency N` (default 1000), `--throughput N` (default 10000).
+//! Flags: `--latency N` (default 1000), `--throughput N` (default 10000), `--keep`
+//! (keep the data dirs and node logs).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -63,11 +64,18 @@ fn main() -> anyhow::Result<()> {
     let throughput_n = arg("--throughput", 10_000);
     let bin = node_bin()?;
     let tmp = tempfile::tempdir()?;
+    let (root, _cleanup) = if std::env::args().any(|a| a == "--keep") {
+        let root = tmp.keep();
+        eprintln!("data dirs and logs kept in {}", root.display());
+        (root, None)
+    } else {
+        (tmp.path().to_owned(), Some(tmp))
+    };
     let launch = Launch::default();
 
     // Time from process start to the `ready` line: first start (key + database created) …
     let t = Instant::now();
-    let alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let alice = RpcProcess::spawn(&bin, "alice", &root.join("alice"), &launch)?;
     let ready_first_ms = ms(t.elapsed());
     let alice_dir = alice.data_dir.clone();
     alice.shutdown()?;
@@ -75,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
     let ready_restart_ms = ms(t.elapsed());
-    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &root.join("bob"), &launch)?;
     let idle_rss = [rss_kib(alice.pid(), "VmRSS:"), rss_kib(bob.pid(), "VmRSS:")];
 
     alice.call("connect", json!({"addr": bob.addr()}))?;

@@ -144,3 +144,55 @@ async fn bad_sends_are_refused_with_clear_errors() -> anyhow::Result<()> {
     assert!(err.to_string().contains("cut short"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_can_be_accepted_or_refused_without_a_code() -> anyhow::Result<()> {
+    let mut alice = TestNode::start("alice").await?;
+    let mut friend = TestNode::start("friend").await?;
+    let mut spammer = TestNode::start("spammer").await?;
+    for stranger in [&mut friend, &mut spammer] {
+        stranger.node.connect(&alice.addr().await?).await?;
+        stranger
+            .node
+            .contact_add(&alice.code().await?, None)
+            .await?;
+        stranger.node.send(&alice.peer_id(), "hello?").await?;
+    }
+    for _ in 0..2 {
+        alice
+            .wait_for("a request", |e| {
+                matches!(e, Event::ContactRequest { .. }).then_some(())
+            })
+            .await?;
+    }
+    alice.node.contact_accept(&friend.peer_id()).await?;
+    alice.node.contact_refuse(&spammer.peer_id()).await?;
+
+    let contacts = alice.node.contacts().await?;
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0].name, "friend");
+    let chats = alice.node.chats().await?;
+    assert_eq!(chats.len(), 1, "the refused chat is hidden: {chats:?}");
+    assert!(!chats[0].request);
+
+    // The accepted stranger is now an ordinary contact both ways.
+    send_and_wait(&mut alice, &mut friend, "welcome").await?;
+    // The refused one is acknowledged (so it stops retrying) but nothing is shown.
+    let id = spammer
+        .node
+        .send(&alice.peer_id(), "buy now")
+        .await?
+        .to_hex();
+    spammer.wait_status(&id, MessageStatus::Delivered).await?;
+    assert!(
+        alice
+            .node
+            .messages(&spammer.peer_id(), None, None)
+            .await?
+            .len()
+            == 1,
+        "only the first message, from before the refusal, is kept"
+    );
+    assert_eq!(alice.node.chats().await?.len(), 1);
+    Ok(())
+}
