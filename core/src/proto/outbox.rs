@@ -138,7 +138,14 @@ impl Outbox {
             .entries
             .values()
             .filter(|t| !t.in_flight)
-            .map(|t| t.next_ms.min(t.entry.expires_ms))
+            .map(|t| {
+                // Entries for unconnected peers wait for the dial schedule, not for a retry.
+                if self.connected.contains(&t.entry.to) {
+                    t.next_ms.min(t.entry.expires_ms)
+                } else {
+                    t.entry.expires_ms
+                }
+            })
             .min();
         let dial = self.next_dial_ms.values().copied().min();
         match (retry, dial) {
