@@ -445,7 +445,12 @@ mod tests {
         for (i, id) in first.iter().enumerate() {
             more.extend(transmits(&outbox.handle(Input::Acked(*id), 1)));
             if i + 1 < first.len() {
-                assert!(more.is_empty(), "a slot opened after {} of {} acks", i + 1, first.len());
+                assert!(
+                    more.is_empty(),
+                    "a slot opened after {} of {} acks",
+                    i + 1,
+                    first.len()
+                );
             }
         }
         assert_eq!(more.len(), 1);
