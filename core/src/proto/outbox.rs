@@ -510,39 +510,42 @@ mod tests {
                     break;
                 }
                 now += next() % 2_000;
-                let input = match next() % 10 {
+                // The node feeds every output back; so does the simulation, for every input.
+                let mut inputs = Vec::new();
+                match next() % 10 {
                     0 if up => {
                         up = false;
-                        for id in pending.drain(..) {
-                            outbox.handle(Input::Failed(id), now);
-                        }
-                        Input::PeerDown("bob".into())
+                        // The connection closes, then its in-flight requests fail.
+                        inputs.push(Input::PeerDown("bob".into()));
+                        inputs.extend(pending.drain(..).map(Input::Failed));
                     }
                     1 if !up => {
                         up = true;
-                        Input::PeerUp("bob".into())
+                        inputs.push(Input::PeerUp("bob".into()));
                     }
                     2..=5 if !pending.is_empty() => {
                         let id = pending.remove(0);
-                        if next() % 4 == 0 {
+                        inputs.push(if next() % 4 == 0 {
                             Input::Failed(id)
                         } else {
                             Input::Acked(id)
-                        }
+                        });
                     }
-                    _ => Input::Tick,
-                };
-                for o in outbox.handle(input, now) {
-                    match o {
-                        Output::Transmit { ids, .. } => {
-                            assert!(up, "transmitted while down");
-                            pending.extend(ids);
+                    _ => inputs.push(Input::Tick),
+                }
+                for input in inputs {
+                    for o in outbox.handle(input, now) {
+                        match o {
+                            Output::Transmit { ids, .. } => {
+                                assert!(up, "transmitted while down");
+                                pending.extend(ids);
+                            }
+                            Output::Delivered(id) => {
+                                assert!(delivered.insert(id), "delivered twice");
+                            }
+                            Output::Dial { .. } => assert!(!up),
+                            other => panic!("unexpected {other:?}"),
                         }
-                        Output::Delivered(id) => {
-                            assert!(delivered.insert(id), "delivered twice");
-                        }
-                        Output::Dial { .. } => assert!(!up),
-                        other => panic!("unexpected {other:?}"),
                     }
                 }
             }
