@@ -1,5 +1,6 @@
 //! `App::update`, one action at a time.
 
+use bonghwa_core::Event;
 use bonghwa_core::model::{Hlc, MessageId, MessageStatus, StoredMessage};
 
 use super::*;
