@@ -227,6 +227,14 @@ fn spawn_effect(node: &Node, effect: Effect, tx: &mpsc::Sender<Action>) {
                     Err(e) => failed(Op::AddContact, &e),
                 }
             }
+            Effect::AcceptRequest(peer) => match node.contact_accept(&peer).await {
+                Ok(()) => Action::RequestAccepted { peer_id: peer },
+                Err(e) => failed(Op::Accept, &e),
+            },
+            Effect::RefuseRequest(peer) => match node.contact_refuse(&peer).await {
+                Ok(()) => Action::RequestRefused { peer_id: peer },
+                Err(e) => failed(Op::Refuse, &e),
+            },
             Effect::SetName(name) => match node.set_name(&name).await {
                 Ok(()) => Action::NameSet(name),
                 Err(e) => failed(Op::SetName, &e),

@@ -10,9 +10,11 @@ use std::path::PathBuf;
 
 use bonghwa_cli::app::{Action, App, KeyCode};
 use bonghwa_cli::ui;
-use common::{JUN, key, rows, world};
+use bonghwa_core::node::ContactInfo;
+use common::{JUN, MINJI, key, rows, world};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use unicode_width::UnicodeWidthChar;
 
 fn screen(app: &App, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
@@ -112,4 +114,74 @@ fn every_size_down_to_60x20_draws_without_panicking() {
         let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
         terminal.draw(|frame| ui::draw(frame, &app)).expect("draw");
     }
+}
+
+/// The words drawn in columns `left..left + width` (a centred panel), borders dropped and
+/// rows joined, so a sentence reads the same however the panel wrapped it.
+fn words_in(screen: &str, left: usize, width: usize) -> String {
+    let mut words = Vec::new();
+    for row in screen.lines() {
+        let mut column = 0;
+        let mut kept = String::new();
+        for c in row.chars() {
+            if (left..left + width).contains(&column) {
+                kept.push(c);
+            }
+            column += c.width().unwrap_or(0).max(1);
+        }
+        words.extend(
+            kept.replace(['│', '┌', '┐', '└', '┘', '─'], " ")
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    words.join(" ")
+}
+
+#[test]
+fn adding_a_different_key_under_a_known_name_shows_the_warning() {
+    let mut app = world(80, 24);
+    let identity = bonghwa_core::identity::Identity::generate().expect("key");
+    let code = identity.card("민지", vec![], 1).to_code();
+    app.update(Action::Paste(format!("/add {code}")));
+    app.update(key(KeyCode::Enter));
+    let shown = words_in(&screen(&app, 80, 24), 8, 64);
+    assert!(
+        shown.contains("⚠ this is a different key than the contact you already have named 민지"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Enter add as a new contact anyway"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_safety_number_says_a_new_key_is_a_new_contact_and_warns_of_a_namesake() {
+    let mut app = world(80, 24);
+    app.update(Action::Paste("/verify".into()));
+    app.update(key(KeyCode::Enter));
+    let shown = words_in(&screen(&app, 80, 24), 15, 50);
+    assert!(
+        shown.contains(
+            "Their key is their peer id: a new key arrives as a new contact, never as this one."
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("⚠"), "{shown}");
+
+    let mut contacts = app.contacts.clone();
+    contacts.push(ContactInfo {
+        peer_id: "12D3KooWImpostorImpostorImpostorImpostorImpostor".into(),
+        name: "민지".into(),
+        online: false,
+        verified: false,
+    });
+    app.update(Action::Contacts(contacts));
+    let shown = words_in(&screen(&app, 80, 24), 15, 50);
+    assert!(
+        shown.contains("⚠ You have another contact named 민지 with a different key"),
+        "{shown}"
+    );
+    assert_eq!(app.open.as_deref(), Some(MINJI));
 }

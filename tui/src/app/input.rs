@@ -1,8 +1,6 @@
 //! Keys and pastes: what each key does depends on the open panel, then on the focus.
 //! The table in `keys.rs` lists the same keys for the help panel.
 
-use bonghwa_core::identity::ContactCard;
-
 use super::command::{self, Command};
 use super::{App, Composer, Effect, Focus, KeyCode, KeyEvent, KeyModifiers, Panel};
 
@@ -100,7 +98,7 @@ impl App {
             KeyCode::Char('?') => self.open_panel(Panel::Help { scroll: 0 }),
             KeyCode::Char('a') => self.open_panel(Panel::AddContact {
                 input: Composer::default(),
-                accepting: None,
+                clash: None,
             }),
             KeyCode::Char('n') => self.open_panel(Panel::Nearby { cursor: 0 }),
             KeyCode::Char('c') => self.show_code(),
@@ -186,10 +184,7 @@ impl App {
 
     fn run_command(&mut self, cmd: Command) -> Vec<Effect> {
         match cmd {
-            Command::Add { code, alias } => {
-                self.activity.adding += 1;
-                vec![Effect::AddContact { code, alias }]
-            }
+            Command::Add { code, alias } => self.add_contact(code, alias),
             Command::Nick(name) => vec![Effect::SetName(name)],
             Command::Verify => self.show_safety(),
             Command::Connect(addr) => {
@@ -227,44 +222,41 @@ impl App {
         })
     }
 
-    /// `y` on a request: add them. Core lists a requester's chat but not their contact
-    /// code, so the code comes from the nearby list when they are on the LAN, else the
-    /// user pastes it.
+    /// Adds the contact behind `code`, unless its name (or `alias`) is already another
+    /// contact's: a peer id is its key, so that is a different key than the one the user
+    /// knows by that name. Then the add panel opens on the code with that warning, and
+    /// Enter there adds it anyway.
+    fn add_contact(&mut self, code: String, alias: Option<String>) -> Vec<Effect> {
+        if let Some(clash) = self.code_clash(&code, alias.as_deref()) {
+            let mut input = Composer::default();
+            input.insert_str(&code);
+            self.panel = Some(Panel::AddContact {
+                input,
+                clash: Some(clash),
+            });
+            return Vec::new();
+        }
+        self.activity.adding += 1;
+        vec![Effect::AddContact { code, alias }]
+    }
+
+    /// `y` on a request: the node makes the requester a contact, with the card they sent.
     fn accept_request(&mut self) -> Vec<Effect> {
         let Some(entry) = self.open_entry().filter(|e| e.request).cloned() else {
             self.error("the open chat is not a contact request".into());
             return Vec::new();
         };
-        if let Some(near) = self.nearby.iter().find(|n| n.peer_id == entry.id) {
-            self.activity.adding += 1;
-            return vec![Effect::AddContact {
-                code: near.contact_code.clone(),
-                alias: None,
-            }];
-        }
-        self.open_panel(Panel::AddContact {
-            input: Composer::default(),
-            accepting: Some((entry.id, entry.name)),
-        })
+        self.activity.adding += 1;
+        vec![Effect::AcceptRequest(entry.id)]
     }
 
-    /// `x` on a request: hide it for this session (core cannot refuse yet).
+    /// `x` on a request: the node hides their chat and drops what they send from now on.
     fn refuse_request(&mut self) -> Vec<Effect> {
         let Some(entry) = self.open_entry().filter(|e| e.request).cloned() else {
             self.error("the open chat is not a contact request".into());
             return Vec::new();
         };
-        self.dismissed.insert(entry.id.clone());
-        self.info(format!(
-            "request from {} hidden for this session; their messages stay stored",
-            entry.name
-        ));
-        let effects = self.rebuild_list();
-        if self.open.as_ref() == Some(&entry.id) {
-            // Nothing else to open.
-            self.open = None;
-        }
-        effects
+        vec![Effect::RefuseRequest(entry.id)]
     }
 
     fn on_panel_key(&mut self, key: KeyEvent) -> Vec<Effect> {
@@ -287,29 +279,22 @@ impl App {
                 }
                 _ => {}
             },
-            Panel::AddContact { input, accepting } => match key.code {
+            Panel::AddContact { input, clash } => match key.code {
                 KeyCode::Enter => {
                     let code = input.text().trim().to_owned();
                     if code.is_empty() {
                         self.error("paste a contact code first (it starts with BH1)".into());
                         return Vec::new();
                     }
-                    if let Some((peer, name)) = accepting {
-                        // The code must be the requester's, or we would add someone else.
-                        let owner = ContactCard::from_code(&code)
-                            .ok()
-                            .and_then(|card| card.peer_id().ok())
-                            .map(|p| p.to_string());
-                        if owner.as_deref().is_some_and(|owner| owner != peer.as_str()) {
-                            let name = name.clone();
-                            self.error(format!(
-                                "that code belongs to someone else, not {name}; ask {name} for theirs"
-                            ));
-                            return Vec::new();
-                        }
+                    // Enter on the code we warned about: the user has read the warning.
+                    if let Some(warned) = clash.take().filter(|c| c.code == code) {
+                        self.activity.adding += 1;
+                        return vec![Effect::AddContact {
+                            code,
+                            alias: warned.alias,
+                        }];
                     }
-                    self.activity.adding += 1;
-                    return vec![Effect::AddContact { code, alias: None }];
+                    return self.add_contact(code, None);
                 }
                 KeyCode::Backspace => input.backspace(),
                 KeyCode::Delete => input.delete(),
@@ -348,11 +333,7 @@ impl App {
                         self.error("nobody nearby yet; press r to look again".into());
                         return Vec::new();
                     };
-                    self.activity.adding += 1;
-                    return vec![Effect::AddContact {
-                        code: peer.contact_code,
-                        alias: None,
-                    }];
+                    return self.add_contact(peer.contact_code, None);
                 }
                 KeyCode::Char('q') => self.panel = None,
                 _ => {}

@@ -33,8 +33,13 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("chat list", "s", "safety number of the open chat (verify)"),
     (
         "chat list",
-        "y  x",
-        "accept / refuse the open contact request",
+        "y",
+        "accept the open contact request: they become a contact",
+    ),
+    (
+        "chat list",
+        "x",
+        "refuse it: their chat goes, what they send later is dropped",
     ),
     ("chat list", "q", "quit"),
     ("composer", "Enter", "send (or run a /command)"),
@@ -61,6 +66,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("help", "↑ ↓  PgUp PgDn", "scroll this help"),
     ("add contact", "Enter  Esc", "add the pasted code / cancel"),
+    (
+        "add contact",
+        "Enter again",
+        "add anyway after a different-key warning",
+    ),
     (
         "nearby",
         "↑ ↓  Enter a  r",

@@ -14,11 +14,12 @@ mod update;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bonghwa_core::event::Via;
+use bonghwa_core::identity::ContactCard;
 use bonghwa_core::node::{ChatInfo, ContactInfo, IdentityInfo, MessageInfo, NearbyPeer};
 
 pub use composer::Composer;
 pub use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-pub use state::{Action, Activity, ChatEntry, Effect, Focus, Notice, Op, Panel, Zone};
+pub use state::{Action, Activity, ChatEntry, Clash, Effect, Focus, Notice, Op, Panel, Zone};
 
 /// Messages loaded per page of history.
 pub const HISTORY_PAGE: usize = 200;
@@ -62,8 +63,6 @@ pub struct App {
     pub scroll: usize,
     /// What the node is doing.
     pub activity: Activity,
-    /// Requests refused this session (hidden from the list).
-    pub dismissed: BTreeSet<String>,
     /// Terminal size, for clamping scrolling.
     pub size: (u16, u16),
     /// False once the user asked to quit.
@@ -94,7 +93,6 @@ impl App {
                 starting: true,
                 ..Activity::default()
             },
-            dismissed: BTreeSet::new(),
             size: (80, 24),
             running: true,
         }
@@ -128,6 +126,37 @@ impl App {
             return n.name.clone();
         }
         short_id(peer)
+    }
+
+    /// The accepted contact other than `peer` whose name is `name` (ignoring case). A peer
+    /// id is its identity key, so a changed key arrives as a different peer under a name
+    /// the user already knows: this is what the UI warns about.
+    pub fn name_clash(&self, peer: &str, name: &str) -> Option<&ContactInfo> {
+        let name = name.trim().to_lowercase();
+        if name.is_empty() {
+            return None;
+        }
+        self.contacts
+            .iter()
+            .find(|c| c.peer_id != peer && c.name.trim().to_lowercase() == name)
+    }
+
+    /// The clash adding `code` (under `alias`) would make: the code can be read, is not
+    /// an existing contact, and its name or the alias is another contact's name.
+    pub(super) fn code_clash(&self, code: &str, alias: Option<&str>) -> Option<Clash> {
+        let card = ContactCard::from_code(code).ok()?;
+        let peer = card.peer_id().ok()?.to_string();
+        if self.contacts.iter().any(|c| c.peer_id == peer) {
+            return None;
+        }
+        let existing = alias
+            .and_then(|a| self.name_clash(&peer, a))
+            .or_else(|| self.name_clash(&peer, &card.name))?;
+        Some(Clash {
+            code: code.to_owned(),
+            alias: alias.map(str::to_owned),
+            existing: existing.name.clone(),
+        })
     }
 
     pub(super) fn info(&mut self, text: String) {

@@ -16,7 +16,6 @@ impl App {
         let mut list: Vec<ChatEntry> = self
             .chats
             .iter()
-            .filter(|c| !(c.request && self.dismissed.contains(&c.id)))
             .map(|c| ChatEntry {
                 id: c.id.clone(),
                 name: c.name.clone(),

@@ -38,8 +38,9 @@ pub enum Panel {
     AddContact {
         /// The code being pasted or typed.
         input: Composer,
-        /// When accepting a request: the requester's peer id and name.
-        accepting: Option<(String, String)>,
+        /// Set once the user was warned that this code is a different key than a contact
+        /// they already have under the same name; Enter on the same code then adds it.
+        clash: Option<Clash>,
     },
     /// Our own contact code, as text and QR.
     MyCode {
@@ -64,6 +65,19 @@ pub enum Panel {
     },
 }
 
+/// A code whose name is already taken by a contact with a different key (peer id). Since a
+/// peer id is its key, this is someone else, or the same person with a new key: never the
+/// contact the user already has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Clash {
+    /// The code the warning was about (editing it clears the warning).
+    pub code: String,
+    /// The local name asked for with `/add CODE NAME`, kept for the confirmed add.
+    pub alias: Option<String>,
+    /// The name of the contact already there.
+    pub existing: String,
+}
+
 /// A line at the bottom telling the user what happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
@@ -84,6 +98,10 @@ pub enum Op {
     Send,
     /// Adding a contact.
     AddContact,
+    /// Accepting a contact request.
+    Accept,
+    /// Refusing a contact request.
+    Refuse,
     /// Changing our name.
     SetName,
     /// Reading a safety number.
@@ -103,6 +121,8 @@ impl fmt::Display for Op {
             Op::Load => "load from the node",
             Op::Send => "send",
             Op::AddContact => "add the contact",
+            Op::Accept => "accept the contact request",
+            Op::Refuse => "refuse the contact request",
             Op::SetName => "change your name",
             Op::SafetyNumber => "get the safety number",
             Op::Verify => "mark verified",
@@ -156,8 +176,18 @@ pub enum Action {
         /// The chat it went to.
         chat: String,
     },
-    /// A contact was added (or a request accepted).
+    /// A contact was added from their code.
     ContactAdded {
+        /// Their peer id.
+        peer_id: String,
+    },
+    /// A contact request was accepted: the requester is a contact now.
+    RequestAccepted {
+        /// Their peer id.
+        peer_id: String,
+    },
+    /// A contact request was refused: the node hides their chat and drops what they send.
+    RequestRefused {
         /// Their peer id.
         peer_id: String,
     },
@@ -223,6 +253,10 @@ pub enum Effect {
         /// A local name.
         alias: Option<String>,
     },
+    /// `contact_accept(peer)`.
+    AcceptRequest(String),
+    /// `contact_refuse(peer)`.
+    RefuseRequest(String),
     /// `set_name(name)`.
     SetName(String),
     /// `safety_number(peer)`.

@@ -75,7 +75,6 @@ impl App {
             }
             Action::ContactAdded { peer_id } => {
                 self.activity.adding = self.activity.adding.saturating_sub(1);
-                self.dismissed.remove(&peer_id);
                 self.panel = None;
                 self.focus = Focus::Composer;
                 self.info(format!(
@@ -84,6 +83,36 @@ impl App {
                 ));
                 let mut effects = vec![Effect::LoadContacts, Effect::LoadChats];
                 effects.extend(self.open_chat(peer_id));
+                effects
+            }
+            Action::RequestAccepted { peer_id } => {
+                self.activity.adding = self.activity.adding.saturating_sub(1);
+                for chat in self.chats.iter_mut().filter(|c| c.id == peer_id) {
+                    chat.request = false;
+                }
+                self.rebuild_list();
+                self.focus = Focus::Composer;
+                self.info(format!(
+                    "{} is a contact now; write your reply",
+                    self.name_of(&peer_id)
+                ));
+                let mut effects = vec![Effect::LoadContacts, Effect::LoadChats];
+                effects.extend(self.open_chat(peer_id));
+                effects
+            }
+            Action::RequestRefused { peer_id } => {
+                let name = self.name_of(&peer_id);
+                self.chats.retain(|c| c.id != peer_id);
+                let mut effects = self.rebuild_list();
+                if self.open.as_ref() == Some(&peer_id) {
+                    // The list is empty: nothing else to open.
+                    self.open = None;
+                }
+                self.info(format!(
+                    "refused {name}: their chat is gone and what they send is dropped \
+                     (adding their code later undoes this)"
+                ));
+                effects.push(Effect::LoadChats);
                 effects
             }
             Action::NameSet(name) => {
@@ -133,7 +162,9 @@ impl App {
                     Op::Connect => {
                         self.activity.connecting = self.activity.connecting.saturating_sub(1)
                     }
-                    Op::AddContact => self.activity.adding = self.activity.adding.saturating_sub(1),
+                    Op::AddContact | Op::Accept => {
+                        self.activity.adding = self.activity.adding.saturating_sub(1)
+                    }
                     _ => {}
                 }
                 if error.starts_with("could not") {
@@ -212,8 +243,7 @@ impl App {
                 Vec::new()
             }
             Event::PeerDiscovered { .. } => vec![Effect::LoadNearby],
-            Event::ContactRequest { peer_id, name } => {
-                self.dismissed.remove(&peer_id);
+            Event::ContactRequest { name, .. } => {
                 self.info(format!(
                     "{name} wants to chat: open their chat and press y to accept or x to refuse"
                 ));

@@ -112,7 +112,14 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     frame.render_widget(history_block, a.history);
     if let (Some(banner), Some(entry)) = (a.banner, app.open_entry()) {
         let text = truncate(
-            &format!("{} is not a contact · y accept · x refuse", entry.name),
+            &match app.name_clash(&entry.id, &entry.name) {
+                Some(known) => format!(
+                    "⚠ {} is not a contact: {} · y accept · x refuse",
+                    entry.name,
+                    panel::key_clash_text(&known.name)
+                ),
+                None => format!("{} is not a contact · y accept · x refuse", entry.name),
+            },
             usize::from(banner.width),
         );
         frame.render_widget(

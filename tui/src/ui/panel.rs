@@ -10,7 +10,13 @@ use super::qr::qr_rows;
 use super::text::{truncate, width, wrap};
 use crate::app::command::COMMANDS;
 use crate::app::keys::{KEYS, MARKS};
-use crate::app::{App, Composer, Panel};
+use crate::app::{App, Clash, Composer, Panel};
+
+/// The warning for a code or request whose name is a contact's but whose key (peer id) is
+/// not: in Bonghwa a changed key is a different peer, so it is never the contact itself.
+pub fn key_clash_text(existing: &str) -> String {
+    format!("this is a different key than the contact you already have named {existing}")
+}
 
 /// A rectangle of at most `w`×`h` centred in `area`.
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
@@ -108,17 +114,16 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 rect,
             );
         }
-        Panel::AddContact { input, accepting } => {
-            draw_add_contact(frame, area, input, accepting.as_ref())
-        }
+        Panel::AddContact { input, clash } => draw_add_contact(frame, area, input, clash.as_ref()),
         Panel::MyCode { text_only } => draw_my_code(frame, app, area, *text_only),
         Panel::Safety {
+            peer,
             name,
             number,
             verified,
-            ..
         } => {
-            let rect = centered(area, 50, 12);
+            let namesake = app.name_clash(peer, name);
+            let rect = centered(area, 50, if namesake.is_some() { 17 } else { 14 });
             let mut lines = vec![
                 Line::raw(format!("Compare this number with {name},")),
                 Line::raw("in person or on a call you trust:"),
@@ -137,6 +142,19 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 None => lines.push(Line::raw("  asking the node…")),
             }
             lines.push(Line::raw(""));
+            lines.push(Line::styled(
+                "Their key is their peer id: a new key arrives as a new contact, never as this one.",
+                Style::new().fg(Color::DarkGray),
+            ));
+            if let Some(other) = namesake {
+                lines.push(Line::styled(
+                    format!(
+                        "⚠ You have another contact named {} with a different key: not the same person's key.",
+                        other.name
+                    ),
+                    Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+                ));
+            }
             lines.push(if *verified {
                 Line::styled("✓ verified", Style::new().fg(Color::Green))
             } else {
@@ -187,30 +205,45 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, area: Rect) {
     }
 }
 
-fn draw_add_contact(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    input: &Composer,
-    accepting: Option<&(String, String)>,
-) {
-    let rect = centered(area, 64, 12);
+fn draw_add_contact(frame: &mut Frame<'_>, area: Rect, input: &Composer, clash: Option<&Clash>) {
+    // The warning counts only while the code it was about is still the one in the box.
+    let clash = clash.filter(|c| c.code == input.text().trim());
+    let rect = centered(area, 64, if clash.is_some() { 16 } else { 12 });
     let inner_w = usize::from(rect.width.saturating_sub(2)).max(4);
-    let prompt = match accepting {
-        Some((_, name)) => format!("Paste {name}'s contact code to accept their request:"),
-        None => "Paste their contact code (it starts with BH1):".to_owned(),
-    };
-    let mut lines: Vec<Line<'static>> = wrap(&prompt, inner_w, inner_w)
-        .into_iter()
-        .map(Line::raw)
-        .collect();
+    let mut lines: Vec<Line<'static>> = wrap(
+        "Paste their contact code (it starts with BH1):",
+        inner_w,
+        inner_w,
+    )
+    .into_iter()
+    .map(Line::raw)
+    .collect();
     let prompt_rows = lines.len();
     let (rows, (cx, cy)) = super::composer::layout(input.text(), input.cursor(), inner_w);
     for row in rows {
         lines.push(Line::styled(row, Style::new().fg(Color::Cyan)));
     }
     lines.push(Line::raw(""));
+    if let Some(clash) = clash {
+        let warning = format!(
+            "⚠ {}. A contact's key is their identity: this is not the {} you know.",
+            key_clash_text(&clash.existing),
+            clash.existing
+        );
+        for row in wrap(&warning, inner_w, inner_w) {
+            lines.push(Line::styled(
+                row,
+                Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            ));
+        }
+        lines.push(Line::raw(""));
+    }
     lines.push(Line::styled(
-        "Enter add · Esc cancel",
+        if clash.is_some() {
+            "Enter add as a new contact anyway · Esc cancel"
+        } else {
+            "Enter add · Esc cancel"
+        },
         Style::new().fg(Color::DarkGray),
     ));
     frame.render_widget(Clear, rect);
