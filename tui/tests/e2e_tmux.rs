@@ -1,9 +1,12 @@
 //! End to end: the real `bonghwa` binary in tmux talks to a second node (`bonghwa rpc`).
 //!
-//! Both run on loopback only, with mDNS off, so the test sends no traffic off this host.
-//! A message typed in the UI must arrive at the other node, and the reply must appear on
-//! screen, with our message showing its delivery mark. Needs tmux: skipped (loudly)
-//! without it, failed without it when CI=true.
+//! The chat test runs the two on two hosts: network namespaces joined by a veth pair
+//! (`netns/mod.rs`), the UI in one (tmux runs `ip netns exec … bonghwa`), the second node
+//! in the other, mDNS on as by default. A message typed in the UI must arrive at the other
+//! node, and the reply must appear on screen, with our message showing its delivery mark.
+//! The SIGTERM test needs no second host: it runs on the host's loopback with mDNS off.
+//! Needs tmux, root and iproute2: without them a test is skipped (loudly), or fails when
+//! the `CI` variable is set.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers panic on setup failure
 
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod netns;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bonghwa");
 const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 /// Longest wait for any one outcome.
@@ -23,6 +28,8 @@ const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 /// Most looks at the screen for one outcome.
 const MAX_POLLS: usize = 600;
+/// Most lines read from the second node while waiting for one outcome.
+const MAX_LINES: usize = 10_000;
 
 fn tmux_available() -> bool {
     Command::new("tmux")
@@ -33,7 +40,7 @@ fn tmux_available() -> bool {
 
 /// Skips loudly, except in CI, where a missing tool is a failure.
 fn skip(reason: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if std::env::var_os("CI").is_some() {
         panic!("cannot run the end-to-end test in CI: {reason}");
     }
     eprintln!("SKIPPED e2e_tmux: {reason}");
@@ -143,14 +150,18 @@ struct RpcNode {
 }
 
 impl RpcNode {
-    fn start(data_dir: &Path, name: &str) -> Self {
-        let mut child = Command::new(BIN)
+    /// Runs `command` (`bonghwa`, or `ip netns exec … bonghwa`) as `bonghwa rpc` for `name`,
+    /// listening on `listen`; its log goes to `rpc.log` in its data dir.
+    fn start(mut command: Command, data_dir: &Path, name: &str, listen: &str) -> Self {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log = std::fs::File::create(data_dir.join("rpc.log")).expect("log file");
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--no-mdns", "--listen", LOOPBACK, "--name", name, "rpc"])
+            .args(["--listen", listen, "--name", name, "rpc"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start bonghwa rpc");
         let stdin = child.stdin.take().expect("stdin");
@@ -173,17 +184,26 @@ impl RpcNode {
         }
     }
 
-    /// The next line matching `want`, skipping others.
+    /// The next line matching `want`, skipping others; panics after [`WAIT`] or
+    /// [`MAX_LINES`] lines without one.
     fn wait_for(&self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
-        loop {
+        // The last few lines seen, for the failure message.
+        let mut seen = std::collections::VecDeque::new();
+        for _ in 0..MAX_LINES {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(value) if want(&value) => return value,
-                Ok(_) => {}
-                Err(e) => panic!("rpc node: no {what} ({e})"),
+                Ok(value) => {
+                    if seen.len() == 20 {
+                        seen.pop_front();
+                    }
+                    seen.push_back(value);
+                }
+                Err(e) => panic!("rpc node: no {what} ({e}); last lines: {seen:#?}"),
             }
         }
+        panic!("rpc node: no {what} in {MAX_LINES} lines")
     }
 
     fn call(&mut self, method: &str, params: Value) {
@@ -201,17 +221,19 @@ impl Drop for RpcNode {
     }
 }
 
-/// Starts the UI for `name` in the tmux session `ui`. The pane's shell records its pid
-/// and, when the UI ends, the UI's exit status (tmux's own `pane_dead_status` depends on
-/// tmux reaping the process, which it does not always do when started from a test).
-fn start_ui(tmux: &Tmux, data_dir: &Path, name: &str) {
+/// Starts the UI for `name` in the tmux session `ui`: `program` is the command line that
+/// runs `bonghwa` (the binary, or `ip netns exec … bonghwa`), `flags` the network flags.
+/// The pane's shell records its pid and, when the UI ends, the UI's exit status (tmux's own
+/// `pane_dead_status` depends on tmux reaping the process, which it does not always do when
+/// started from a test).
+fn start_ui(tmux: &Tmux, data_dir: &Path, name: &str, program: &str, flags: &str) {
     std::fs::create_dir_all(data_dir).expect("data dir");
     let config = data_dir.join("tmux.conf");
     std::fs::write(&config, "set -g remain-on-exit on\n").expect("tmux config");
     let dir = data_dir.display();
     let command = format!(
-        "echo $$ > {dir}/shell.pid; {BIN} --data-dir {dir} --no-mdns --listen {LOOPBACK} \
-         --name {name}; echo $? > {dir}/exit.status"
+        "echo $$ > {dir}/shell.pid; {program} --data-dir {dir} {flags} --name {name}; \
+         echo $? > {dir}/exit.status"
     );
     let config = config.display().to_string();
     let started = tmux.run(&[
@@ -271,28 +293,52 @@ fn event<'a>(value: &'a Value, kind: &str) -> Option<&'a Value> {
 
 #[test]
 fn a_message_typed_in_the_ui_arrives_and_the_reply_shows_with_delivery_marks() {
+    const TEST: &str = "a_message_typed_in_the_ui_arrives_and_the_reply_shows_with_delivery_marks";
     if !tmux_available() {
         skip("tmux is not installed");
         return;
     }
+    // Declared first, so it is dropped last: the namespaces go once the nodes have.
+    let Some(link) = netns::link_or_skip("tui", TEST) else {
+        return;
+    };
     let dirs = tempfile::tempdir().expect("tempdir");
-    let mut bob = RpcNode::start(&dirs.path().join("bob"), "bob");
+    let bob_listen = format!("/ip4/{}/tcp/0", link.addrs[1]);
+    let mut bob = RpcNode::start(
+        link.exec(1, BIN),
+        &dirs.path().join("bob"),
+        "bob",
+        &bob_listen,
+    );
     let ready = bob.wait_for("ready line", |v| v.get("method") == Some(&"ready".into()));
     let bob_code = ready["params"]["contact_code"]
         .as_str()
         .expect("code")
         .to_owned();
-    let bob_addr = ready["params"]["addrs"][0]
-        .as_str()
-        .expect("addr")
+    let on_link = format!("/ip4/{}/tcp/", link.addrs[1]);
+    let bob_addr = ready["params"]["addrs"]
+        .as_array()
+        .expect("addrs")
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| a.starts_with(&on_link))
+        .unwrap_or_else(|| panic!("bob listens on the link: {ready}"))
         .to_owned();
 
     let tmux = Tmux::new("chat");
     let alice_dir = dirs.path().join("alice");
-    start_ui(&tmux, &alice_dir, "alice");
+    start_ui(
+        &tmux,
+        &alice_dir,
+        "alice",
+        &link.exec_line(0, BIN),
+        &format!("--listen /ip4/{}/tcp/0", link.addrs[0]),
+    );
 
+    // With mDNS on, bob may be found (and dialled) before we ask: the bar may say
+    // "looking for peers" or "online".
     tmux.wait_for("the node to start", |s| {
-        s.contains("alice") && s.contains("no peers")
+        s.contains("봉화 alice") && !s.contains("starting the node")
     });
 
     tmux.type_text(&format!("/connect {bob_addr}"));
@@ -343,7 +389,14 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
     let dirs = tempfile::tempdir().expect("tempdir");
     let tmux = Tmux::new("sigterm");
     let carol_dir = dirs.path().join("carol");
-    start_ui(&tmux, &carol_dir, "carol");
+    // On the host's network: loopback only, mDNS off.
+    start_ui(
+        &tmux,
+        &carol_dir,
+        "carol",
+        BIN,
+        &format!("--no-mdns --listen {LOOPBACK}"),
+    );
     tmux.wait_for("the node to start", |s| {
         s.contains("carol") && s.contains("no peers")
     });
