@@ -242,6 +242,36 @@ impl RpcProcess {
         }
     }
 
+    /// Waits until `count` event notifications matching `pred` have arrived (the backlog
+    /// counts too), in one pass: for benchmarks, where thousands of events stream by.
+    /// Matching events are consumed; others stay in the backlog.
+    pub fn count_events(
+        &mut self,
+        what: &str,
+        count: usize,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut seen = 0;
+        self.backlog.retain(|n| {
+            let hit = seen < count && n["method"] == "event" && pred(&n["params"]);
+            seen += usize::from(hit);
+            !hit
+        });
+        let deadline = Instant::now() + WAIT;
+        while seen < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next_line(left).with_context(|| {
+                format!("{}: waiting for {what} ({seen} of {count})", self.name)
+            })?;
+            if line["method"] == "event" && pred(&line["params"]) {
+                seen += 1;
+            } else if line.get("method").is_some() {
+                self.backlog.push_back(line);
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until message `id` has `status` (checked in the history first).
     pub fn wait_status(&mut self, chat: &str, id: &str, status: &str) -> anyhow::Result<()> {
         let history = self.call("messages", json!({"chat": chat, "limit": 1000}))?;

@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 /// Lines waiting to be written to stdout.
 const OUTPUT_CAPACITY: usize = 1024;
+/// Bytes of queued lines written to stdout at once.
+const WRITE_CHUNK: usize = 64 * 1024;
 /// Requests being served at once; more wait on stdin.
 const MAX_IN_FLIGHT: usize = 256;
 
@@ -29,10 +31,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (out, mut lines_out) = mpsc::channel::<String>(OUTPUT_CAPACITY);
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
+        let mut buffer = Vec::new();
         while let Some(line) = lines_out.recv().await {
+            // Write everything already queued in one go: each stdout write is a hop to a
+            // blocking thread, which would otherwise cost more than the message itself.
+            buffer.clear();
+            buffer.extend_from_slice(line.as_bytes());
+            buffer.push(b'\n');
+            while buffer.len() < WRITE_CHUNK {
+                let Ok(line) = lines_out.try_recv() else {
+                    break;
+                };
+                buffer.extend_from_slice(line.as_bytes());
+                buffer.push(b'\n');
+            }
             let written = async {
-                stdout.write_all(line.as_bytes()).await?;
-                stdout.write_all(b"\n").await?;
+                stdout.write_all(&buffer).await?;
                 stdout.flush().await
             };
             if written.await.is_err() {
@@ -68,7 +82,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                         Ok(line) if line.trim().is_empty() => {}
                         Ok(line) => {
                             let node = node.clone();
-                            in_flight.push(async move { rpc::call(&node, &line).await });
+                            // Poll each call once, here, in the order the lines came: that
+                            // poll hands its command to the node, so pipelined requests reach
+                            // the node (and get their message times) in the order written.
+                            // `unconstrained`: tokio's cooperative budget must not make that
+                            // first hand-over yield.
+                            let mut call = Box::pin(tokio::task::unconstrained(async move {
+                                rpc::call(&node, &line).await
+                            }));
+                            match futures::poll!(call.as_mut()) {
+                                std::task::Poll::Ready(response) => {
+                                    if let Some(json) = response.json {
+                                        out.send(json).await.ok();
+                                    }
+                                    shutdown = response.shutdown;
+                                }
+                                std::task::Poll::Pending => in_flight.push(call),
+                            }
                         }
                         Err(_) => {
                             let error = serde_json::json!({"jsonrpc": "2.0", "id": null,

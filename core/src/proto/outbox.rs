@@ -61,17 +61,29 @@ pub enum Output {
     Expired(MessageId),
 }
 
+/// Where an entry stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Backing off until this time (Unix ms).
+    Waiting(u64),
+    /// Due: goes out as soon as its peer is connected and has a free batch slot.
+    Ready,
+    /// Part of this request batch, awaiting its response.
+    InFlight(u64),
+}
+
 #[derive(Clone, Debug)]
 struct Tracked {
     entry: OutboxEntry,
     /// Failed attempts so far; drives the backoff.
     attempts: u32,
-    /// Not before this time (Unix ms).
-    next_ms: u64,
-    /// Part of a request awaiting its response.
-    in_flight: bool,
-    /// The in-flight batch it travels in.
-    batch: u64,
+    state: State,
+}
+
+impl Tracked {
+    fn queue_key(&self) -> (u64, MessageId) {
+        (self.entry.created_ms, self.entry.id)
+    }
 }
 
 /// A request on its way: to whom, and how many of its messages are unresolved.
@@ -82,16 +94,28 @@ struct Batch {
 }
 
 /// The retry state of every unacknowledged outgoing message.
+///
+/// Every input costs O(log n) plus the number of peers with due messages (a `PeerUp` also
+/// scans the backing-off entries once), so a deep outbox stays cheap to drive.
 #[derive(Debug)]
 pub struct Outbox {
     entries: BTreeMap<MessageId, Tracked>,
-    /// Queue order: (created, id), so that retries keep the order messages were written in.
-    order: BTreeSet<(u64, MessageId)>,
+    /// Due entries per peer in queue order (created, id), so retries keep the order
+    /// messages were written in.
+    ready: BTreeMap<String, BTreeSet<(u64, MessageId)>>,
+    /// Backing-off entries by the time they are due.
+    waiting: BTreeSet<(u64, MessageId)>,
+    /// Entries not in flight, by expiry (an entry in flight is not expired under its request).
+    expiries: BTreeSet<(u64, MessageId)>,
+    /// How many entries each peer has, whatever their state.
+    per_peer: BTreeMap<String, usize>,
     connected: BTreeSet<String>,
     /// Requests awaiting their response; a batch ends when all its messages are resolved.
     batches: BTreeMap<u64, Batch>,
+    /// Open batches per peer.
+    busy: BTreeMap<String, usize>,
     next_batch: u64,
-    /// Peers whose dial is due, and when the next dial may happen.
+    /// When the next dial to a peer may happen, and how many dials were made.
     next_dial_ms: BTreeMap<String, u64>,
     dial_attempts: BTreeMap<String, u32>,
     rng: u64,
@@ -102,9 +126,13 @@ impl Outbox {
     pub fn new(seed: u64) -> Self {
         Self {
             entries: BTreeMap::new(),
-            order: BTreeSet::new(),
+            ready: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            per_peer: BTreeMap::new(),
             connected: BTreeSet::new(),
             batches: BTreeMap::new(),
+            busy: BTreeMap::new(),
             next_batch: 0,
             next_dial_ms: BTreeMap::new(),
             dial_attempts: BTreeMap::new(),
@@ -132,26 +160,19 @@ impl Outbox {
         self.entries.contains_key(id)
     }
 
-    /// When [`Input::Tick`] next has something to do, if ever.
+    /// When [`Input::Tick`] next has something to do, if ever. Never a time that a tick
+    /// would leave unchanged, so the caller does not spin.
     pub fn next_wakeup(&self) -> Option<u64> {
-        let retry = self
-            .entries
-            .values()
-            .filter(|t| !t.in_flight)
-            .map(|t| {
-                // Entries for unconnected peers wait for the dial schedule, not for a retry.
-                if self.connected.contains(&t.entry.to) {
-                    t.next_ms.min(t.entry.expires_ms)
-                } else {
-                    t.entry.expires_ms
-                }
-            })
+        let retry = self.waiting.first().map(|(at, _)| *at);
+        let expiry = self.expiries.first().map(|(at, _)| *at);
+        // Dials matter only for peers with due entries and no connection.
+        let dial = self
+            .ready
+            .keys()
+            .filter(|peer| !self.connected.contains(*peer))
+            .filter_map(|peer| self.next_dial_ms.get(peer).copied())
             .min();
-        let dial = self.next_dial_ms.values().copied().min();
-        match (retry, dial) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [retry, expiry, dial].into_iter().flatten().min()
     }
 
     /// Feeds one input and returns what to do now.
@@ -159,28 +180,36 @@ impl Outbox {
         let mut out = Vec::new();
         match input {
             Input::Queued(entry) => {
-                let key = (entry.created_ms, entry.id);
-                self.entries.insert(
-                    entry.id,
-                    Tracked {
-                        entry,
-                        attempts: 0,
-                        next_ms: now_ms,
-                        in_flight: false,
-                        batch: 0,
-                    },
-                );
-                self.order.insert(key);
+                // A resumed entry may already be here: start it afresh.
+                self.finish(&entry.id);
+                let tracked = Tracked {
+                    entry,
+                    attempts: 0,
+                    state: State::Ready,
+                };
+                *self.per_peer.entry(tracked.entry.to.clone()).or_default() += 1;
+                self.expiries
+                    .insert((tracked.entry.expires_ms, tracked.entry.id));
+                self.ready
+                    .entry(tracked.entry.to.clone())
+                    .or_default()
+                    .insert(tracked.queue_key());
+                self.entries.insert(tracked.entry.id, tracked);
             }
             Input::PeerUp(peer) => {
                 self.connected.insert(peer.clone());
                 self.next_dial_ms.remove(&peer);
                 self.dial_attempts.remove(&peer);
                 // A fresh connection is the best moment to retry: skip the backoff.
-                for t in self.entries.values_mut() {
-                    if t.entry.to == peer && !t.in_flight {
-                        t.next_ms = now_ms;
-                    }
+                let due: Vec<(u64, MessageId)> = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, id)| self.entries.get(id).is_some_and(|t| t.entry.to == peer))
+                    .copied()
+                    .collect();
+                for (at, id) in due {
+                    self.waiting.remove(&(at, id));
+                    self.make_ready(&id);
                 }
             }
             Input::PeerDown(peer) => {
@@ -188,45 +217,90 @@ impl Outbox {
                 self.connected.remove(&peer);
             }
             Input::Acked(id) => {
-                if self.finish(&id, now_ms).is_some() {
+                if self.finish(&id).is_some() {
                     out.push(Output::Delivered(id));
                 }
             }
             Input::Rejected(id) => {
-                if self.finish(&id, now_ms).is_some() {
+                if self.finish(&id).is_some() {
                     out.push(Output::Refused(id));
                 }
             }
-            Input::Failed(id) => {
-                let delay = self.backoff_for(&id);
-                if let Some(t) = self.entries.get_mut(&id) {
-                    if t.in_flight {
-                        t.in_flight = false;
-                        release(&mut self.batches, t.batch);
-                    }
-                    t.attempts = t.attempts.saturating_add(1);
-                    t.next_ms = now_ms.saturating_add(delay);
-                }
-            }
+            Input::Failed(id) => self.back_off(&id, now_ms),
             Input::Tick => {}
         }
         self.pump(now_ms, &mut out);
         out
     }
 
-    /// Removes an entry that is done, releasing its batch slot.
-    fn finish(&mut self, id: &MessageId, _now_ms: u64) -> Option<Tracked> {
+    /// Takes an entry out of whatever queue its state puts it in.
+    fn unqueue(&mut self, id: &MessageId) {
+        let Some(t) = self.entries.get(id) else {
+            return;
+        };
+        let key = t.queue_key();
+        match t.state {
+            State::Waiting(at) => {
+                self.waiting.remove(&(at, *id));
+            }
+            State::Ready => {
+                if let Some(queue) = self.ready.get_mut(&t.entry.to) {
+                    queue.remove(&key);
+                    if queue.is_empty() {
+                        self.ready.remove(&t.entry.to);
+                    }
+                }
+            }
+            State::InFlight(batch) => {
+                release(&mut self.batches, &mut self.busy, batch);
+                // Out of flight, it can expire again.
+                self.expiries.insert((t.entry.expires_ms, *id));
+            }
+        }
+    }
+
+    /// Removes an entry that is done.
+    fn finish(&mut self, id: &MessageId) -> Option<Tracked> {
+        self.unqueue(id);
         let t = self.entries.remove(id)?;
-        self.order.remove(&(t.entry.created_ms, t.entry.id));
-        if t.in_flight {
-            release(&mut self.batches, t.batch);
+        self.expiries.remove(&(t.entry.expires_ms, *id));
+        if let Some(count) = self.per_peer.get_mut(&t.entry.to) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                // Nothing waits for this peer any more: forget its dial schedule.
+                self.per_peer.remove(&t.entry.to);
+                self.next_dial_ms.remove(&t.entry.to);
+                self.dial_attempts.remove(&t.entry.to);
+            }
         }
         Some(t)
     }
 
-    fn backoff_for(&mut self, id: &MessageId) -> u64 {
-        let attempts = self.entries.get(id).map_or(0, |t| t.attempts);
-        self.backoff(attempts)
+    /// A failed attempt: wait before the next one.
+    fn back_off(&mut self, id: &MessageId, now_ms: u64) {
+        let Some(attempts) = self.entries.get(id).map(|t| t.attempts) else {
+            return;
+        };
+        let delay = self.backoff(attempts);
+        self.unqueue(id);
+        let at = now_ms.saturating_add(delay);
+        if let Some(t) = self.entries.get_mut(id) {
+            t.attempts = attempts.saturating_add(1);
+            t.state = State::Waiting(at);
+            self.waiting.insert((at, *id));
+        }
+    }
+
+    /// Puts an entry (already out of its previous queue) into its peer's due queue.
+    fn make_ready(&mut self, id: &MessageId) {
+        if let Some(t) = self.entries.get_mut(id) {
+            t.state = State::Ready;
+            let key = t.queue_key();
+            self.ready
+                .entry(t.entry.to.clone())
+                .or_default()
+                .insert(key);
+        }
     }
 
     /// Exponential backoff with ±25 % jitter, capped.
@@ -243,70 +317,26 @@ impl Outbox {
 
     /// Emits expiries, transmissions to connected peers, and dials to the others.
     fn pump(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        let expired: Vec<MessageId> = self
-            .entries
-            .values()
-            .filter(|t| !t.in_flight && t.entry.expires_ms <= now_ms)
-            .map(|t| t.entry.id)
-            .collect();
-        for id in expired {
-            self.finish(&id, now_ms);
+        while let Some(&(at, id)) = self.expiries.first() {
+            if at > now_ms {
+                break;
+            }
+            self.finish(&id);
             out.push(Output::Expired(id));
         }
+        while let Some(&(at, id)) = self.waiting.first() {
+            if at > now_ms {
+                break;
+            }
+            self.waiting.remove(&(at, id));
+            self.make_ready(&id);
+        }
 
-        let mut batches: BTreeMap<String, Vec<Vec<MessageId>>> = BTreeMap::new();
-        let mut want_dial: BTreeSet<String> = BTreeSet::new();
-        for (_, id) in &self.order {
-            let Some(t) = self.entries.get(id) else {
-                continue;
-            };
-            if t.in_flight || t.next_ms > now_ms {
-                continue;
-            }
-            let peer = &t.entry.to;
-            if !self.connected.contains(peer) {
-                want_dial.insert(peer.clone());
-                continue;
-            }
-            let busy = self.batches.values().filter(|b| b.peer == *peer).count();
-            let peer_batches = batches.entry(peer.clone()).or_default();
-            let open_new = peer_batches.last().is_none_or(|b| b.len() >= MAX_BATCH);
-            if open_new {
-                if busy + peer_batches.len() >= MAX_IN_FLIGHT_BATCHES {
-                    continue;
-                }
-                peer_batches.push(Vec::new());
-            }
-            if let Some(batch) = peer_batches.last_mut() {
-                batch.push(*id);
-            }
-        }
-        for (peer, peer_batches) in batches {
-            for ids in peer_batches.into_iter().filter(|b| !b.is_empty()) {
-                let batch = self.next_batch;
-                self.next_batch = self.next_batch.wrapping_add(1);
-                for id in &ids {
-                    if let Some(t) = self.entries.get_mut(id) {
-                        t.in_flight = true;
-                        t.batch = batch;
-                    }
-                }
-                self.batches.insert(
-                    batch,
-                    Batch {
-                        peer: peer.clone(),
-                        unresolved: ids.len(),
-                    },
-                );
-                out.push(Output::Transmit {
-                    peer: peer.clone(),
-                    ids,
-                });
-            }
-        }
-        for peer in want_dial {
-            let due = self.next_dial_ms.get(&peer).is_none_or(|at| *at <= now_ms);
-            if due {
+        let peers: Vec<String> = self.ready.keys().cloned().collect();
+        for peer in peers {
+            if self.connected.contains(&peer) {
+                self.transmit_ready(&peer, out);
+            } else if self.next_dial_ms.get(&peer).is_none_or(|at| *at <= now_ms) {
                 let attempts = self.dial_attempts.get(&peer).copied().unwrap_or(0);
                 let delay = self.backoff(attempts);
                 self.dial_attempts
@@ -316,19 +346,68 @@ impl Outbox {
                 out.push(Output::Dial { peer });
             }
         }
-        // Forget dial schedules for peers nothing waits for any more.
-        let waiting: BTreeSet<&String> = self.entries.values().map(|t| &t.entry.to).collect();
-        self.next_dial_ms.retain(|peer, _| waiting.contains(peer));
-        self.dial_attempts.retain(|peer, _| waiting.contains(peer));
+    }
+
+    /// Sends a connected peer's due entries, oldest first, in as many batches as its free
+    /// slots allow.
+    fn transmit_ready(&mut self, peer: &str, out: &mut Vec<Output>) {
+        while self.busy.get(peer).copied().unwrap_or(0) < MAX_IN_FLIGHT_BATCHES {
+            let Some(queue) = self.ready.get_mut(peer) else {
+                return;
+            };
+            let mut ids = Vec::with_capacity(MAX_BATCH.min(queue.len()));
+            while ids.len() < MAX_BATCH {
+                let Some((_, id)) = queue.pop_first() else {
+                    break;
+                };
+                ids.push(id);
+            }
+            if queue.is_empty() {
+                self.ready.remove(peer);
+            }
+            if ids.is_empty() {
+                return;
+            }
+            let batch = self.next_batch;
+            self.next_batch = self.next_batch.wrapping_add(1);
+            for id in &ids {
+                if let Some(t) = self.entries.get_mut(id) {
+                    t.state = State::InFlight(batch);
+                    self.expiries.remove(&(t.entry.expires_ms, *id));
+                }
+            }
+            self.batches.insert(
+                batch,
+                Batch {
+                    peer: peer.to_owned(),
+                    unresolved: ids.len(),
+                },
+            );
+            *self.busy.entry(peer.to_owned()).or_default() += 1;
+            out.push(Output::Transmit {
+                peer: peer.to_owned(),
+                ids,
+            });
+        }
     }
 }
 
-/// One message of `batch` is resolved; the batch ends with its last message.
-fn release(batches: &mut BTreeMap<u64, Batch>, batch: u64) {
-    if let Some(b) = batches.get_mut(&batch) {
-        b.unresolved = b.unresolved.saturating_sub(1);
-        if b.unresolved == 0 {
-            batches.remove(&batch);
+/// One message of `batch` is resolved; the batch ends with its last message, freeing a
+/// slot of its peer.
+fn release(batches: &mut BTreeMap<u64, Batch>, busy: &mut BTreeMap<String, usize>, batch: u64) {
+    let Some(b) = batches.get_mut(&batch) else {
+        return;
+    };
+    b.unresolved = b.unresolved.saturating_sub(1);
+    if b.unresolved > 0 {
+        return;
+    }
+    let peer = b.peer.clone();
+    batches.remove(&batch);
+    if let Some(count) = busy.get_mut(&peer) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            busy.remove(&peer);
         }
     }
 }
@@ -547,6 +626,9 @@ mod tests {
                             other => panic!("unexpected {other:?}"),
                         }
                     }
+                    // A wakeup at or before now would make the node spin.
+                    let wake = outbox.next_wakeup();
+                    assert!(wake.is_none_or(|w| w > now), "wakeup {wake:?} at {now}");
                 }
             }
             assert_eq!(delivered.len(), total as usize, "seed {seed}");

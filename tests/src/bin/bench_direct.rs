@@ -38,6 +38,21 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used so far, in ms (clock ticks of 10 ms).
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) * 10
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -112,33 +127,31 @@ fn main() -> anyhow::Result<()> {
     round_trips.sort_by(f64::total_cmp);
 
     // Throughput: all sends written at once, then wait for Bob to hold every one.
+    let cpu_before = [cpu_ms(alice.pid()), cpu_ms(bob.pid())];
     let t = Instant::now();
     for i in 0..throughput_n {
         let request = json!({"jsonrpc": "2.0", "id": format!("t{i}"), "method": "send",
             "params": {"to": bob_id, "text": format!("throughput {i}")}});
         alice.write_raw(&request.to_string())?;
     }
-    let mut received = 0;
-    while received < throughput_n {
-        bob.wait_event("throughput message", |p| {
-            p["kind"] == "message_received"
-                && p["message"]["text"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("throughput "))
-        })?;
-        received += 1;
-    }
+    bob.count_events("throughput messages", throughput_n, |p| {
+        p["kind"] == "message_received"
+            && p["message"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("throughput "))
+    })?;
     let received_elapsed = t.elapsed();
     let last_id = json!(format!("t{}", throughput_n - 1));
     alice.response(&last_id)?;
-    let mut delivered = 0;
-    while delivered < throughput_n {
-        alice.wait_event("throughput delivered", |p| {
-            p["kind"] == "message_status" && p["status"] == "delivered"
-        })?;
-        delivered += 1;
-    }
+    alice.count_events("throughput delivered", throughput_n, |p| {
+        p["kind"] == "message_status" && p["status"] == "delivered"
+    })?;
     let delivered_elapsed = t.elapsed();
+    let cpu_used = [
+        cpu_ms(alice.pid()).saturating_sub(cpu_before[0]),
+        cpu_ms(bob.pid()).saturating_sub(cpu_before[1]),
+    ];
+    let per_message_us = |ms: u64| ms as f64 * 1000.0 / throughput_n as f64;
 
     let peak_rss = [rss_kib(alice.pid(), "VmHWM:"), rss_kib(bob.pid(), "VmHWM:")];
     let history = bob.call("messages", json!({"chat": alice.peer_id(), "limit": 1}))?;
@@ -155,6 +168,9 @@ fn main() -> anyhow::Result<()> {
         "throughput_messages": throughput_n,
         "throughput_received_per_s": throughput_n as f64 / received_elapsed.as_secs_f64(),
         "throughput_delivered_per_s": throughput_n as f64 / delivered_elapsed.as_secs_f64(),
+        "throughput_cpu_us_per_message": {"alice": per_message_us(cpu_used[0]),
+                                           "bob": per_message_us(cpu_used[1])},
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "ready_ms": {"first_start": ready_first_ms, "restart": ready_restart_ms},
         "rss_kib": {"alice_idle": idle_rss[0], "bob_idle": idle_rss[1],
                     "alice_peak": peak_rss[0], "bob_peak": peak_rss[1]},

@@ -239,3 +239,42 @@ fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     }
     Ok(out)
 }
+
+/// A driver that writes many `send`s without waiting (a paste, a mobile shell flushing its
+/// queue) gets them stored and shown in the order it wrote them, on both sides.
+#[test]
+fn pipelined_sends_keep_their_order() -> anyhow::Result<()> {
+    const COUNT: usize = 600;
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    alice.call("connect", json!({"addr": bob.addr()}))?;
+    alice.call("contact_add", json!({"code": bob.code()}))?;
+    bob.call("contact_add", json!({"code": alice.code()}))?;
+
+    for i in 0..COUNT {
+        let request = json!({"jsonrpc": "2.0", "id": format!("p{i}"), "method": "send",
+            "params": {"to": bob.peer_id(), "text": format!("line {i}")}});
+        alice.write_raw(&request.to_string())?;
+    }
+    bob.count_events("pipelined messages", COUNT, |p| {
+        p["kind"] == "message_received"
+    })?;
+    let expected: Vec<String> = (0..COUNT).map(|i| format!("line {i}")).collect();
+    let (alice_id, bob_id) = (alice.peer_id(), bob.peer_id());
+    for (who, node, chat) in [("alice", &mut alice, bob_id), ("bob", &mut bob, alice_id)] {
+        let history = node.call("messages", json!({"chat": chat, "limit": COUNT}))?;
+        let texts: Vec<String> = history
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(texts, expected, "{who}'s history is out of order");
+    }
+    Ok(())
+}
