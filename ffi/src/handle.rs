@@ -91,11 +91,11 @@ impl Registry {
 pub(crate) fn open(data_dir: &str, config_json: Option<&str>) -> Result<usize, FfiError> {
     let config = config::parse(data_dir, config_json)?;
     let rt = runtime()?;
-    let node = rt
-        .block_on(Node::start(config))
+    let (node, events) = rt
+        .block_on(Node::start_subscribed(config))
         .map_err(|e| FfiError::Open(format!("{e:#}")))?;
     let handle = Arc::new(Handle {
-        events: tokio::sync::Mutex::new(node.subscribe()),
+        events: tokio::sync::Mutex::new(events),
         halt: watch::Sender::new(Halt::Running),
         node,
     });

@@ -22,10 +22,9 @@ const MAX_IN_FLIGHT: usize = 256;
 /// Runs the node and serves stdin until EOF or `shutdown`.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.display().to_string();
-    let node = Node::start(config)
+    let (node, mut events) = Node::start_subscribed(config)
         .await
         .with_context(|| format!("cannot start the node in {data_dir}"))?;
-    let mut events = node.subscribe();
     let identity = node.identity().await?;
 
     let (out, mut lines_out) = mpsc::channel::<String>(OUTPUT_CAPACITY);

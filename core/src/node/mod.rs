@@ -197,6 +197,12 @@ impl Node {
     /// Opens the data dir, starts listening and spawns the actor. Returns once every
     /// listener has an address (or `LISTEN_TIMEOUT` passed). Must run inside a tokio runtime.
     pub async fn start(config: Config) -> NodeResult<Node> {
+        Ok(Self::start_subscribed(config).await?.0)
+    }
+
+    /// Like [`Node::start`], and subscribes to events before the actor runs, so that not even
+    /// the first event (a contact connecting right at start) can be missed.
+    pub async fn start_subscribed(config: Config) -> NodeResult<(Node, EventStream)> {
         prepare_data_dir(&config.data_dir)?;
         let identity = Identity::load_or_create(&config.data_dir.join("identity.key"))?;
         let db_dir = config.data_dir.join("db");
@@ -206,20 +212,21 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || SledStore::open(&db_dir, &sled_config))
             .await
             .map_err(|e| NodeError::Store(StoreError::Io(e.to_string())))??;
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (events, first) = broadcast::channel(EVENT_CAPACITY);
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let peer_id = identity.peer_id();
         let actor =
             actor::Actor::new(config, identity, Box::new(store), receiver, events.clone()).await?;
         let task = tokio::spawn(actor.run());
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 commands,
                 events,
                 peer_id,
                 task: Mutex::new(Some(task)),
             }),
-        })
+        };
+        Ok((node, EventStream::new(first)))
     }
 
     /// Our peer id (known without asking the actor).
