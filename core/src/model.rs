@@ -203,6 +203,23 @@ pub struct ChatMeta {
     pub last: Option<StoredMessage>,
 }
 
+/// A sealed envelope a relay's mailbox holds for an offline recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMail {
+    /// Recipient peer id (base58).
+    pub recipient: String,
+    /// Position in the recipient's mailbox; fetched in this order.
+    pub seq: u64,
+    /// The peer id that deposited it (a throwaway one, not the author's).
+    pub depositor: String,
+    /// SHA-256 of the envelope, so a retried deposit is held once.
+    pub digest: [u8; 32],
+    /// When it is dropped unfetched, in Unix milliseconds.
+    pub expires_ms: u64,
+    /// The sealed envelope, as deposited.
+    pub envelope: Vec<u8>,
+}
+
 /// An outgoing message that has not been acknowledged yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {

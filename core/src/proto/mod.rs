@@ -3,5 +3,6 @@
 //! Nothing here touches a socket, a file or a clock, so each machine is tested with a
 //! seeded simulator long before a network exists.
 
+pub mod mailbox;
 pub mod outbox;
 pub mod rate;

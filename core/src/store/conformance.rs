@@ -7,7 +7,8 @@
 
 use crate::identity::ContactCard;
 use crate::model::{
-    ChatMeta, Contact, ContactState, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+    ChatMeta, Contact, ContactState, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry,
+    StoredMessage,
 };
 
 use super::Store;
@@ -31,6 +32,7 @@ macro_rules! conformance_tests {
                 status_only_moves_forward,
                 status_change_of_last_message_shows_in_chat_list,
                 outbox_entries_are_added_replaced_and_removed,
+                mail_is_held_per_recipient_in_seq_order,
                 contacts_are_added_replaced_and_listed_by_peer_id,
                 settings_are_saved_and_replaced,
                 empty_store_has_nothing,
@@ -402,6 +404,31 @@ pub(super) fn outbox_entries_are_added_replaced_and_removed(store: &dyn Store) {
     store.outbox_remove(&id(2)).unwrap();
     store.outbox_remove(&id(3)).unwrap();
     assert!(store.outbox().unwrap().is_empty());
+}
+
+pub(super) fn mail_is_held_per_recipient_in_seq_order(store: &dyn Store) {
+    let mail = |to: &str, seq: u64| HeldMail {
+        recipient: to.to_owned(),
+        seq,
+        depositor: "12D3KooWThrowaway".to_owned(),
+        digest: [seq as u8; 32],
+        expires_ms: 1_000 + seq,
+        envelope: vec![seq as u8; 300],
+    };
+    // seq 256 sorts after 2 only if the key is big-endian.
+    for (to, seq) in [(CAROL, 1), (BOB, 256), (BOB, 2), (ALICE, 7)] {
+        store.mail_put(&mail(to, seq)).unwrap();
+    }
+    assert_eq!(
+        store.mail_all().unwrap(),
+        vec![mail(ALICE, 7), mail(BOB, 2), mail(BOB, 256), mail(CAROL, 1)]
+    );
+    assert_eq!(store.mail(BOB, 256).unwrap(), Some(mail(BOB, 256)));
+    assert_eq!(store.mail(BOB, 3).unwrap(), None);
+    store.mail_remove(BOB, 2).unwrap();
+    store.mail_remove(BOB, 99).unwrap();
+    assert_eq!(store.mail(BOB, 2).unwrap(), None);
+    assert_eq!(store.mail_all().unwrap().len(), 3);
 }
 
 pub(super) fn contacts_are_added_replaced_and_listed_by_peer_id(store: &dyn Store) {

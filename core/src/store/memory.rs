@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Store, StoreError, StoreResult};
-use crate::model::{ChatMeta, Contact, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::model::{
+    ChatMeta, Contact, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+};
 
 /// A store that lives in memory only. Test infrastructure: fine for unit tests and
 /// simulations, useless for a real node, which must survive restarts.
@@ -27,6 +29,7 @@ struct Maps {
     msg_index: BTreeMap<MessageId, (String, Hlc, MessageId)>,
     chat_meta: BTreeMap<String, ChatMeta>,
     outbox: BTreeMap<MessageId, OutboxEntry>,
+    mail: BTreeMap<(String, u64), HeldMail>,
 }
 
 impl MemoryStore {
@@ -183,6 +186,26 @@ impl Store for MemoryStore {
 
     fn outbox(&self) -> StoreResult<Vec<OutboxEntry>> {
         Ok(self.maps().outbox.values().cloned().collect())
+    }
+
+    fn mail_put(&self, mail: &HeldMail) -> StoreResult<()> {
+        self.maps()
+            .mail
+            .insert((mail.recipient.clone(), mail.seq), mail.clone());
+        Ok(())
+    }
+
+    fn mail(&self, recipient: &str, seq: u64) -> StoreResult<Option<HeldMail>> {
+        Ok(self.maps().mail.get(&(recipient.to_owned(), seq)).cloned())
+    }
+
+    fn mail_remove(&self, recipient: &str, seq: u64) -> StoreResult<()> {
+        self.maps().mail.remove(&(recipient.to_owned(), seq));
+        Ok(())
+    }
+
+    fn mail_all(&self) -> StoreResult<Vec<HeldMail>> {
+        Ok(self.maps().mail.values().cloned().collect())
     }
 
     fn flush(&self) -> StoreResult<()> {

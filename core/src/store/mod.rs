@@ -13,7 +13,9 @@ mod sled_store;
 pub use memory::MemoryStore;
 pub use sled_store::{SledConfig, SledStore};
 
-use crate::model::{ChatMeta, Contact, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::model::{
+    ChatMeta, Contact, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+};
 
 /// The schema version this build writes. A database with a higher version is refused.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -107,6 +109,15 @@ pub trait Store: Send + 'static {
     fn outbox_remove(&self, id: &MessageId) -> StoreResult<()>;
     /// Every outbox entry, ordered by id.
     fn outbox(&self) -> StoreResult<Vec<OutboxEntry>>;
+
+    /// Holds a mailbox envelope (a relay's), replacing one with the same recipient and seq.
+    fn mail_put(&self, mail: &HeldMail) -> StoreResult<()>;
+    /// The held envelope at this recipient and seq.
+    fn mail(&self, recipient: &str, seq: u64) -> StoreResult<Option<HeldMail>>;
+    /// Drops a held envelope (fetched and acked, or expired); unknown ones are fine.
+    fn mail_remove(&self, recipient: &str, seq: u64) -> StoreResult<()>;
+    /// Every held envelope, by recipient then seq (read once at start).
+    fn mail_all(&self) -> StoreResult<Vec<HeldMail>>;
 
     /// Makes every write so far durable (fsync). Call before acknowledging anything.
     fn flush(&self) -> StoreResult<()>;

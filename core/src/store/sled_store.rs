@@ -8,6 +8,8 @@
 //! - `msg_index`: id → key in `messages`; the dedup set
 //! - `chat_meta`: chat → [`ChatMeta`]
 //! - `outbox`: id → [`OutboxEntry`]
+//! - `mail`: recipient ‖ 0x00 ‖ seq (big-endian) → [`HeldMail`] (a relay's mailbox; a tree
+//!   added without a schema change: older databases simply have it empty)
 //! - `meta`: `schema_version` → u32 big-endian; `flushes` → u64 big-endian, how many
 //!   [`Store::flush`] calls completed
 //!
@@ -26,7 +28,9 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{SCHEMA_VERSION, Store, StoreError, StoreResult};
-use crate::model::{ChatMeta, Contact, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::model::{
+    ChatMeta, Contact, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+};
 
 /// Names of the sled trees. Changing one is a schema change.
 const SETTINGS: &str = "settings";
@@ -35,6 +39,7 @@ const MESSAGES: &str = "messages";
 const MSG_INDEX: &str = "msg_index";
 const CHAT_META: &str = "chat_meta";
 const OUTBOX: &str = "outbox";
+const MAIL: &str = "mail";
 const META: &str = "meta";
 /// Key in the `meta` tree under which the schema version lives.
 const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -80,6 +85,7 @@ pub struct SledStore {
     msg_index: sled::Tree,
     chat_meta: sled::Tree,
     outbox: sled::Tree,
+    mail: sled::Tree,
     meta: sled::Tree,
     /// Completed flushes; the lock also keeps two flushes from racing on the mark file.
     flushes: Mutex<u64>,
@@ -159,6 +165,7 @@ impl SledStore {
             msg_index: tree(MSG_INDEX)?,
             chat_meta: tree(CHAT_META)?,
             outbox: tree(OUTBOX)?,
+            mail: tree(MAIL)?,
             meta,
             flushes: Mutex::new(flushes),
             db,
@@ -408,6 +415,30 @@ impl Store for SledStore {
         self.all(&self.outbox, "outbox")
     }
 
+    fn mail_put(&self, mail: &HeldMail) -> StoreResult<()> {
+        self.put(
+            &self.mail,
+            &mail_key(&mail.recipient, mail.seq),
+            mail,
+            "mail",
+        )
+    }
+
+    fn mail(&self, recipient: &str, seq: u64) -> StoreResult<Option<HeldMail>> {
+        self.get(&self.mail, &mail_key(recipient, seq), "mail")
+    }
+
+    fn mail_remove(&self, recipient: &str, seq: u64) -> StoreResult<()> {
+        self.mail
+            .remove(mail_key(recipient, seq))
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+
+    fn mail_all(&self) -> StoreResult<Vec<HeldMail>> {
+        self.all(&self.mail, "mail")
+    }
+
     fn flush(&self) -> StoreResult<()> {
         let mut flushes = self.flushes.lock().unwrap_or_else(PoisonError::into_inner);
         let next = *flushes + 1;
@@ -422,6 +453,15 @@ impl Store for SledStore {
         }
         Ok(())
     }
+}
+
+/// Where a held envelope lives in the `mail` tree: one recipient is one key range, in seq order.
+fn mail_key(recipient: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(recipient.len() + 9);
+    key.extend_from_slice(recipient.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// Where a message lives in the `messages` tree.
