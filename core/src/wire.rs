@@ -88,7 +88,7 @@ impl DmPayload {
 
     /// Decodes an opened plaintext and checks its limits and the sender card's signature.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        let payload: DmPayload = postcard::from_bytes(bytes).map_err(|_| WireError::Malformed {
+        let payload: DmPayload = exact(bytes).map_err(|_| WireError::Malformed {
             what: "message payload",
         })?;
         if payload.version != PAYLOAD_VERSION {
@@ -157,7 +157,7 @@ impl DmRequest {
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         check_size(bytes.len(), MAX_DM_REQUEST_BYTES)?;
         let request: DmRequest =
-            postcard::from_bytes(bytes).map_err(|_| WireError::Malformed { what: "dm request" })?;
+            exact(bytes).map_err(|_| WireError::Malformed { what: "dm request" })?;
         if request.envelopes.is_empty() || request.envelopes.len() > MAX_BATCH {
             return Err(WireError::Limit("dm request must hold 1 to 64 envelopes"));
         }
@@ -177,10 +177,9 @@ impl DmResponse {
     /// Decodes a frame body and checks counts.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         check_size(bytes.len(), MAX_DM_RESPONSE_BYTES)?;
-        let response: DmResponse =
-            postcard::from_bytes(bytes).map_err(|_| WireError::Malformed {
-                what: "dm response",
-            })?;
+        let response: DmResponse = exact(bytes).map_err(|_| WireError::Malformed {
+            what: "dm response",
+        })?;
         if response.acks.len() > MAX_BATCH {
             return Err(WireError::Limit("dm response holds too many acks"));
         }
@@ -196,11 +195,137 @@ pub fn encode_card(card: &ContactCard) -> Vec<u8> {
 /// Decodes and verifies a card from `/bonghwa/card/1`.
 pub fn decode_card(bytes: &[u8]) -> Result<ContactCard, WireError> {
     check_size(bytes.len(), MAX_CARD_BYTES)?;
-    let card: ContactCard =
-        postcard::from_bytes(bytes).map_err(|_| WireError::Malformed { what: "card" })?;
+    let card: ContactCard = exact(bytes).map_err(|_| WireError::Malformed { what: "card" })?;
     card.verify()
         .map_err(|_| WireError::Limit("card does not verify"))?;
     Ok(card)
+}
+
+/// Most envelopes in one `/bonghwa/mailbox/1` page.
+pub const MAX_MAIL_PAGE: usize = 64;
+/// Largest `/bonghwa/mailbox/1` request frame (a deposit of one envelope, with room).
+pub const MAX_MAILBOX_REQUEST_BYTES: usize = MAX_ENVELOPE + 1024;
+/// Largest `/bonghwa/mailbox/1` response frame (a full page).
+pub const MAX_MAILBOX_RESPONSE_BYTES: usize = MAX_MAIL_PAGE * (MAX_ENVELOPE + 16) + 1024;
+/// Longest refusal text a relay may send.
+pub const MAX_REFUSAL_BYTES: usize = 256;
+
+/// A request to a relay's mailbox, `/bonghwa/mailbox/1`. The relay answers for the
+/// connection's authenticated peer id: `Fetch` and `Ack` only ever touch the caller's mail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxRequest {
+    /// Hold this sealed envelope for `recipient` (a peer id). Sent from a throwaway identity,
+    /// so the relay does not learn who wrote it.
+    Deposit {
+        /// The recipient's peer id.
+        recipient: String,
+        /// The sealed envelope.
+        envelope: Vec<u8>,
+    },
+    /// The caller's held mail after seq `after` (exclusive; `None`: from the start).
+    Fetch {
+        /// Last seq already seen.
+        after: Option<u64>,
+    },
+    /// The caller stored these durably; the relay may drop them.
+    Ack {
+        /// Seqs from fetched pages, at most [`MAX_MAIL_PAGE`].
+        seqs: Vec<u64>,
+    },
+}
+
+/// A mailbox's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxResponse {
+    /// The deposit is held durably (or was already).
+    Stored,
+    /// The deposit was refused; the text says which limit.
+    Refused(String),
+    /// A page of the caller's mail, oldest first; `more` if another page follows.
+    Page {
+        /// (seq, envelope) pairs.
+        mail: Vec<(u64, Vec<u8>)>,
+        /// Whether to fetch again after the last seq.
+        more: bool,
+    },
+    /// The acked mail is gone from the relay.
+    Acked,
+}
+
+impl MailboxRequest {
+    /// Encodes a request frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a frame body and checks its sizes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        check_size(bytes.len(), MAX_MAILBOX_REQUEST_BYTES)?;
+        let request: MailboxRequest = exact(bytes).map_err(|_| WireError::Malformed {
+            what: "mailbox request",
+        })?;
+        match &request {
+            MailboxRequest::Deposit {
+                recipient,
+                envelope,
+            } => {
+                if recipient.is_empty() || recipient.len() > 128 {
+                    return Err(WireError::Limit("a deposit must name a recipient peer id"));
+                }
+                if envelope.is_empty() || envelope.len() > MAX_ENVELOPE {
+                    return Err(WireError::Limit("deposited envelope is empty or too large"));
+                }
+            }
+            MailboxRequest::Fetch { .. } => {}
+            MailboxRequest::Ack { seqs } => {
+                if seqs.len() > MAX_MAIL_PAGE {
+                    return Err(WireError::Limit("an ack names too many envelopes"));
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+impl MailboxResponse {
+    /// Encodes a response frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a frame body and checks its counts and sizes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        check_size(bytes.len(), MAX_MAILBOX_RESPONSE_BYTES)?;
+        let response: MailboxResponse = exact(bytes).map_err(|_| WireError::Malformed {
+            what: "mailbox response",
+        })?;
+        match &response {
+            MailboxResponse::Refused(text) if text.len() > MAX_REFUSAL_BYTES => {
+                return Err(WireError::Limit("refusal text too long"));
+            }
+            MailboxResponse::Page { mail, .. } => {
+                if mail.len() > MAX_MAIL_PAGE {
+                    return Err(WireError::Limit("a mail page holds too many envelopes"));
+                }
+                if mail
+                    .iter()
+                    .any(|(_, e)| e.is_empty() || e.len() > MAX_ENVELOPE)
+                {
+                    return Err(WireError::Limit("a fetched envelope is empty or too large"));
+                }
+            }
+            _ => {}
+        }
+        Ok(response)
+    }
+}
+
+/// Decodes a whole frame: trailing bytes make it malformed, so one frame has one reading.
+fn exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes(bytes)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
+    }
 }
 
 fn check_size(size: usize, limit: usize) -> Result<(), WireError> {
@@ -292,5 +417,42 @@ mod tests {
             envelopes: vec![vec![1, 2, 3]],
         };
         assert_eq!(DmRequest::decode(&ok.encode()).unwrap(), ok);
+    }
+
+    #[test]
+    fn mailbox_frames_round_trip_and_limits_hold() {
+        let deposit = MailboxRequest::Deposit {
+            recipient: "12D3KooWBob".into(),
+            envelope: vec![1; 300],
+        };
+        assert_eq!(MailboxRequest::decode(&deposit.encode()), Ok(deposit));
+        let empty = MailboxRequest::Deposit {
+            recipient: "12D3KooWBob".into(),
+            envelope: Vec::new(),
+        };
+        assert!(matches!(
+            MailboxRequest::decode(&empty.encode()),
+            Err(WireError::Limit(_))
+        ));
+        let big_ack = MailboxRequest::Ack {
+            seqs: (0..=MAX_MAIL_PAGE as u64).collect(),
+        };
+        assert!(MailboxRequest::decode(&big_ack.encode()).is_err());
+        assert!(matches!(
+            MailboxRequest::decode(&vec![0; MAX_MAILBOX_REQUEST_BYTES + 1]),
+            Err(WireError::TooLarge { .. })
+        ));
+
+        let page = MailboxResponse::Page {
+            mail: vec![(3, vec![9; 256]), (4, vec![8; 256])],
+            more: true,
+        };
+        assert_eq!(MailboxResponse::decode(&page.encode()), Ok(page));
+        let long = MailboxResponse::Refused("x".repeat(MAX_REFUSAL_BYTES + 1));
+        assert!(MailboxResponse::decode(&long.encode()).is_err());
+        for garbage in [&b""[..], &[0xff; 7][..], &[3, 200, 200, 200][..]] {
+            assert!(MailboxRequest::decode(garbage).is_err());
+            assert!(MailboxResponse::decode(garbage).is_err());
+        }
     }
 }
