@@ -71,7 +71,19 @@ pub struct Attacker {
 
 impl Attacker {
     pub fn new() -> anyhow::Result<Self> {
-        let swarm = libp2p::SwarmBuilder::with_new_identity()
+        Self::speaking(
+            libp2p::identity::Keypair::generate_ed25519(),
+            "/bonghwa/dm/1",
+        )
+    }
+
+    /// A raw peer with this identity that sends requests of `protocol`: a stand-in for
+    /// another implementation's client (e.g. a mailbox user with a chosen peer id).
+    pub fn speaking(
+        keypair: libp2p::identity::Keypair,
+        protocol: &'static str,
+    ) -> anyhow::Result<Self> {
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default(),
@@ -81,10 +93,7 @@ impl Attacker {
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
                     RawCodec,
-                    [(
-                        StreamProtocol::new("/bonghwa/dm/1"),
-                        ProtocolSupport::Outbound,
-                    )],
+                    [(StreamProtocol::new(protocol), ProtocolSupport::Outbound)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(20)),
                 )
@@ -92,6 +101,11 @@ impl Attacker {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();
         Ok(Self { swarm })
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
     }
 
     /// Dials `addr` and waits for the connection.

@@ -20,6 +20,7 @@
 pub mod hostile;
 pub mod netns;
 pub mod process;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

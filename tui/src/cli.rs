@@ -52,6 +52,26 @@ pub enum Command {
     /// responses and `event` notifications. EOF on stdin or the `shutdown` method flushes
     /// and exits 0. Logs go to stderr (RUST_LOG sets the level).
     Rpc,
+    /// Headless relay node for a small always-on machine: relays connections for peers
+    /// behind NAT (relay v2) and holds sealed mail for offline recipients (a mailbox).
+    ///
+    /// Prints one JSON line, {"peer_id", "addrs"}, once it listens; give those addresses
+    /// to clients as --bootstrap. Logs go to stderr. SIGTERM or SIGINT flushes and exits 0.
+    Relay {
+        /// The public address others reach this relay at (repeatable), e.g.
+        /// /ip4/203.0.113.7/tcp/4001.
+        #[arg(long, value_name = "MULTIADDR")]
+        external_addr: Vec<Multiaddr>,
+        /// Days that unfetched mail is kept.
+        #[arg(long, value_name = "DAYS", default_value_t = 7)]
+        mail_days: u64,
+        /// Megabytes of mail held for one recipient.
+        #[arg(long, value_name = "MB", default_value_t = 64)]
+        mail_mb_per_recipient: u64,
+        /// Megabytes of mail held in total.
+        #[arg(long, value_name = "MB", default_value_t = 4096)]
+        mail_mb_total: u64,
+    },
     /// Print this node's identity (peer id, name, contact code) and exit.
     Id {
         /// Print one JSON object instead of text.
@@ -154,6 +174,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Rpc) => crate::rpc_server::serve(cli.node_config()?).await,
         Some(Command::Id { json }) => print_identity(&cli, *json).await,
+        Some(Command::Relay {
+            external_addr,
+            mail_days,
+            mail_mb_per_recipient,
+            mail_mb_total,
+        }) => {
+            let mut config = cli.node_config()?;
+            config.external_addrs = external_addr.clone();
+            config.relay = Some(bonghwa_core::proto::mailbox::Limits {
+                ttl_ms: mail_days.saturating_mul(24 * 3_600_000),
+                per_recipient_bytes: mail_mb_per_recipient.saturating_mul(1 << 20),
+                total_bytes: mail_mb_total.saturating_mul(1 << 20),
+                ..Default::default()
+            });
+            crate::relay_cmd::run(config).await
+        }
         None => crate::chat_ui::run(cli.node_config()?).await,
     }
 }

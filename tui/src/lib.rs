@@ -8,6 +8,7 @@
 pub mod app;
 pub mod chat_ui;
 pub mod cli;
+pub mod relay_cmd;
 pub mod rpc_server;
 pub mod term;
 pub mod ui;

@@ -13,6 +13,7 @@ use libp2p::StreamProtocol;
 use crate::identity::ContactCard;
 use crate::wire::{
     self, DmRequest, DmResponse, MAX_CARD_BYTES, MAX_DM_REQUEST_BYTES, MAX_DM_RESPONSE_BYTES,
+    MAX_MAILBOX_REQUEST_BYTES, MAX_MAILBOX_RESPONSE_BYTES, MailboxRequest, MailboxResponse,
 };
 
 /// Reads one frame of at most `limit` bytes.
@@ -104,6 +105,69 @@ impl libp2p::request_response::Codec for DmCodec {
         _: &StreamProtocol,
         io: &mut T,
         response: DmResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &response.encode()).await
+    }
+}
+
+/// An inbound mailbox request as read off the wire, or why its frame was refused (so the
+/// relay can answer with a clear refusal instead of a dropped stream).
+pub(crate) type MailboxFrame = Result<MailboxRequest, String>;
+
+/// Codec for `/bonghwa/mailbox/1`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MailboxCodec;
+
+impl libp2p::request_response::Codec for MailboxCodec {
+    type Protocol = StreamProtocol;
+    type Request = MailboxFrame;
+    type Response = MailboxResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<MailboxFrame>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = match read_frame(io, MAX_MAILBOX_REQUEST_BYTES).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(MailboxRequest::decode(&body).map_err(|e| e.to_string()))
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<MailboxResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = read_frame(io, MAX_MAILBOX_RESPONSE_BYTES).await?;
+        MailboxResponse::decode(&body).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: MailboxFrame,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let request = request.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        write_frame(io, &request.encode()).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: MailboxResponse,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,

@@ -12,10 +12,10 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, StreamProtocol, Swarm, connection_limits, identify, mdns, memory_connection_limits,
-    noise, ping, request_response, tcp, yamux,
+    noise, ping, relay, request_response, tcp, yamux,
 };
 
-pub(crate) use codec::{CardCodec, CardRequest, DmCodec, DmFrame};
+pub(crate) use codec::{CardCodec, CardRequest, DmCodec, DmFrame, MailboxCodec, MailboxFrame};
 
 use crate::identity::Identity;
 
@@ -23,6 +23,8 @@ use crate::identity::Identity;
 pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/dm/1");
 /// Asks a peer for its signed contact card (used for LAN peers found by mDNS).
 pub const CARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/card/1");
+/// A relay's mailbox: deposit sealed envelopes for offline recipients, fetch and ack one's own.
+pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/mailbox/1");
 /// The identify protocol version string: peers with another value are not Bonghwa nodes.
 pub const IDENTIFY_PROTOCOL: &str = "/bonghwa/1.0.0";
 
@@ -40,6 +42,20 @@ pub const MAX_CONCURRENT_STREAMS: usize = 32;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unused connection to a non-contact stays open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Relay reservations a relay node holds at once (libp2p's default is 128).
+pub const RELAY_MAX_RESERVATIONS: usize = 4_096;
+/// Relay reservations per peer.
+pub const RELAY_MAX_RESERVATIONS_PER_PEER: usize = 4;
+/// How long a reservation lasts before the client renews it.
+pub const RELAY_RESERVATION_DURATION: Duration = Duration::from_secs(60 * 60);
+/// Relayed connections at once, and per peer.
+pub const RELAY_MAX_CIRCUITS: usize = 1_024;
+/// Relayed connections per peer.
+pub const RELAY_MAX_CIRCUITS_PER_PEER: usize = 8;
+/// A circuit lasts long enough for a conversation (libp2p's default is 2 minutes) ...
+pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(60 * 60);
+/// ... and carries at most this many bytes each way (chat, not video).
+pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 64 << 20;
 
 /// Everything a node speaks, composed.
 #[derive(NetworkBehaviour)]
@@ -51,6 +67,8 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) dm: request_response::Behaviour<DmCodec>,
     pub(crate) card: request_response::Behaviour<CardCodec>,
+    pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
+    pub(crate) relay: Toggle<relay::Behaviour>,
     pub(crate) keep_alive: keep_alive::Behaviour,
 }
 
@@ -71,8 +89,32 @@ pub enum NetError {
     },
 }
 
-/// Builds the swarm for `identity`; mDNS only when `mdns` is set.
-pub(crate) fn build_swarm(identity: &Identity, mdns: bool) -> Result<Swarm<Behaviour>, NetError> {
+/// What a node serves besides chat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Roles {
+    /// Find peers on the LAN.
+    pub(crate) mdns: bool,
+    /// Be a relay: relay v2 server and mailbox.
+    pub(crate) relay: bool,
+}
+
+/// The relay server's limits, sized for chat.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: RELAY_MAX_RESERVATIONS,
+        max_reservations_per_peer: RELAY_MAX_RESERVATIONS_PER_PEER,
+        reservation_duration: RELAY_RESERVATION_DURATION,
+        max_circuits: RELAY_MAX_CIRCUITS,
+        max_circuits_per_peer: RELAY_MAX_CIRCUITS_PER_PEER,
+        max_circuit_duration: RELAY_MAX_CIRCUIT_DURATION,
+        max_circuit_bytes: RELAY_MAX_CIRCUIT_BYTES,
+        ..relay::Config::default()
+    }
+}
+
+/// Builds the swarm for `identity` with the given roles.
+pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Behaviour>, NetError> {
+    let mdns = roles.mdns;
     let keypair = identity.libp2p_keypair();
     let transport_err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -121,7 +163,24 @@ pub(crate) fn build_swarm(identity: &Identity, mdns: bool) -> Result<Swarm<Behav
                 ),
                 card: request_response::Behaviour::new(
                     [(CARD_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    rr_config.clone(),
+                ),
+                // Everyone deposits and fetches; only relays hold mail.
+                mailbox: request_response::Behaviour::new(
+                    [(
+                        MAILBOX_PROTOCOL,
+                        if roles.relay {
+                            request_response::ProtocolSupport::Full
+                        } else {
+                            request_response::ProtocolSupport::Outbound
+                        },
+                    )],
                     rr_config,
+                ),
+                relay: Toggle::from(
+                    roles
+                        .relay
+                        .then(|| relay::Behaviour::new(peer_id, relay_config())),
                 ),
                 keep_alive: keep_alive::Behaviour::default(),
             })

@@ -16,6 +16,7 @@ use crate::event::{Event, Via};
 use crate::identity::{self, ContactCard, Identity};
 use crate::model::{ContactState, HlcClock, MessageId};
 use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
+use crate::proto::mailbox::Mailbox;
 use crate::proto::outbox::{self, Outbox};
 use crate::proto::rate::RateLimiter;
 use crate::store::Store;
@@ -84,6 +85,8 @@ pub(super) struct Actor {
     addr_book: BTreeMap<PeerId, Vec<Multiaddr>>,
     bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
+    /// The mailbox's bookkeeping, on relay nodes only.
+    pub(super) mailbox: Option<Mailbox>,
 }
 
 impl Actor {
@@ -94,7 +97,14 @@ impl Actor {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<Event>,
     ) -> NodeResult<Self> {
-        let mut swarm = net::build_swarm(&identity, config.mdns)?;
+        let roles = net::Roles {
+            mdns: config.mdns,
+            relay: config.relay.is_some(),
+        };
+        let mut swarm = net::build_swarm(&identity, roles)?;
+        for addr in &config.external_addrs {
+            swarm.add_external_address(addr.clone());
+        }
         let name = match &config.name {
             Some(name) => {
                 identity::check_name(name)?;
@@ -194,7 +204,9 @@ impl Actor {
             addr_book: BTreeMap::new(),
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
+            mailbox: config.relay.map(Mailbox::new),
         };
+        actor.restore_mailbox()?;
         actor.resume()?;
         Ok(actor)
     }
@@ -240,7 +252,13 @@ impl Actor {
 
     pub(super) async fn run(mut self) {
         loop {
-            let wake = self.outbox.next_wakeup();
+            let wake = [
+                self.outbox.next_wakeup(),
+                self.mailbox.as_ref().and_then(Mailbox::next_expiry),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match wake {
                     Some(at) => {
@@ -268,6 +286,7 @@ impl Actor {
                 () = sleep => {
                     let outputs = self.outbox.handle(outbox::Input::Tick, now_ms());
                     self.apply_outbox(outputs);
+                    self.expire_mail();
                 }
             }
         }
@@ -499,6 +518,7 @@ impl Actor {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Dm(event)) => self.on_dm_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Card(event)) => self.on_card_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(event)) => self.on_mailbox_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(_) => {}

@@ -7,6 +7,7 @@
 
 mod actor;
 mod direct;
+mod relay;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,10 @@ pub struct Config {
     pub message_ttl: Duration,
     /// Dial known contacts at start (off for one-shot commands such as `bonghwa id`).
     pub dial_on_start: bool,
+    /// Serve as a relay: relay v2 server and a mailbox with these limits (`bonghwa relay`).
+    pub relay: Option<crate::proto::mailbox::Limits>,
+    /// Public addresses to announce (a relay behind port forwarding or on a VPS).
+    pub external_addrs: Vec<Multiaddr>,
 }
 
 impl Config {
@@ -71,6 +76,8 @@ impl Config {
             cache_bytes: SledConfig::default().cache_bytes,
             message_ttl: DEFAULT_MESSAGE_TTL,
             dial_on_start: true,
+            relay: None,
+            external_addrs: Vec::new(),
         }
     }
 }

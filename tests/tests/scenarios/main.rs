@@ -7,6 +7,7 @@ mod direct;
 mod hostile;
 mod lan;
 mod persistence;
+mod relay;
 mod rpc_cli;
 
 use std::path::PathBuf;

@@ -1,0 +1,209 @@
+//! `bonghwa relay` as an operator runs it, and its mailbox as clients use it: mail held
+//! durably (through kill -9), handed only to its recipient, in order, and quotas that
+//! refuse clearly while the relay keeps serving. The clients here are raw libp2p peers
+//! speaking `/bonghwa/mailbox/1` with chosen identities.
+
+use bonghwa_core::crypto::MAX_ENVELOPE;
+use bonghwa_core::wire::{MAX_MAILBOX_REQUEST_BYTES, MailboxRequest, MailboxResponse};
+use bonghwa_tests::hostile::{Attacker, frame};
+use bonghwa_tests::relay::RelayProcess;
+use libp2p::identity::Keypair;
+
+const MAILBOX: &str = "/bonghwa/mailbox/1";
+
+/// Sends one mailbox request and decodes the relay's answer.
+async fn ask(
+    peer: &mut Attacker,
+    relay: libp2p::PeerId,
+    request: &MailboxRequest,
+) -> anyhow::Result<MailboxResponse> {
+    ask_raw(peer, relay, frame(&request.encode())).await
+}
+
+async fn ask_raw(
+    peer: &mut Attacker,
+    relay: libp2p::PeerId,
+    bytes: Vec<u8>,
+) -> anyhow::Result<MailboxResponse> {
+    let raw = peer
+        .send(relay, bytes)
+        .await?
+        .map_err(|e| anyhow::anyhow!("no answer: {e}"))?;
+    anyhow::ensure!(raw.len() >= 4, "short answer {raw:?}");
+    Ok(MailboxResponse::decode(&raw[4..])?)
+}
+
+fn deposit(recipient: &libp2p::PeerId, envelope: Vec<u8>) -> MailboxRequest {
+    MailboxRequest::Deposit {
+        recipient: recipient.to_string(),
+        envelope,
+    }
+}
+
+/// A client with a fresh identity, connected to the relay.
+async fn client(
+    keypair: Keypair,
+    relay: &RelayProcess,
+) -> anyhow::Result<(Attacker, libp2p::PeerId)> {
+    let mut peer = Attacker::speaking(keypair, MAILBOX)?;
+    let relay_id = peer.connect(&relay.addr()).await?;
+    Ok((peer, relay_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_survives_kill_9_and_goes_only_to_its_recipient_in_order() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let dir = tmp.path().join("relay");
+    let relay = RelayProcess::spawn(&bin, &dir, &[])?;
+    assert!(relay.peer_id().starts_with("12D3KooW"), "{}", relay.info);
+
+    let bob_key = Keypair::generate_ed25519();
+    let bob_id = bob_key.public().to_peer_id();
+    let (mut depositor, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
+    let envelopes: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i + 1; 1_000]).collect();
+    for envelope in &envelopes {
+        let answer = ask(
+            &mut depositor,
+            relay_id,
+            &deposit(&bob_id, envelope.clone()),
+        )
+        .await?;
+        assert_eq!(answer, MailboxResponse::Stored);
+    }
+    // A retried deposit is answered `Stored` and not held twice.
+    let again = ask(
+        &mut depositor,
+        relay_id,
+        &deposit(&bob_id, envelopes[0].clone()),
+    )
+    .await?;
+    assert_eq!(again, MailboxResponse::Stored);
+    drop(depositor);
+
+    // Everything it acknowledged survives kill -9.
+    relay.kill9()?;
+    let relay = RelayProcess::spawn(&bin, &dir, &[])?;
+
+    let (mut eve, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
+    let eves = ask(&mut eve, relay_id, &MailboxRequest::Fetch { after: None }).await?;
+    assert_eq!(
+        eves,
+        MailboxResponse::Page {
+            mail: Vec::new(),
+            more: false
+        },
+        "someone else's fetch gets none of Bob's mail"
+    );
+    // Eve's ack of Bob's seqs removes nothing: acks only touch the caller's own mail.
+    ask(
+        &mut eve,
+        relay_id,
+        &MailboxRequest::Ack {
+            seqs: vec![0, 1, 2],
+        },
+    )
+    .await?;
+
+    let (mut bob, relay_id) = client(bob_key, &relay).await?;
+    let page = ask(&mut bob, relay_id, &MailboxRequest::Fetch { after: None }).await?;
+    let expected: Vec<(u64, Vec<u8>)> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64, e.clone()))
+        .collect();
+    assert_eq!(
+        page,
+        MailboxResponse::Page {
+            mail: expected,
+            more: false
+        }
+    );
+    let acked = ask(
+        &mut bob,
+        relay_id,
+        &MailboxRequest::Ack {
+            seqs: vec![0, 1, 2],
+        },
+    )
+    .await?;
+    assert_eq!(acked, MailboxResponse::Acked);
+    let empty = ask(&mut bob, relay_id, &MailboxRequest::Fetch { after: None }).await?;
+    assert_eq!(
+        empty,
+        MailboxResponse::Page {
+            mail: Vec::new(),
+            more: false
+        }
+    );
+
+    let status = relay.terminate()?;
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_oversized_deposits_are_refused_and_the_relay_keeps_serving()
+-> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let relay = RelayProcess::spawn(
+        &bin,
+        &tmp.path().join("relay"),
+        &["--mail-mb-per-recipient", "1"],
+    )?;
+    let bob_id = Keypair::generate_ed25519().public().to_peer_id();
+    let carol_id = Keypair::generate_ed25519().public().to_peer_id();
+    let (mut flooder, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
+
+    // 60,000-byte envelopes: 17 fit in 1 MiB, the 18th does not.
+    let mut stored = 0;
+    let mut refusal = None;
+    for i in 0..40u32 {
+        let mut envelope = vec![7u8; 60_000];
+        envelope[..4].copy_from_slice(&i.to_be_bytes());
+        match ask(&mut flooder, relay_id, &deposit(&bob_id, envelope)).await? {
+            MailboxResponse::Stored => stored += 1,
+            MailboxResponse::Refused(why) => {
+                refusal = Some(why);
+                break;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(stored, 17);
+    let refusal = refusal.expect("the 18th deposit must be refused");
+    assert!(refusal.contains("mailbox is full"), "{refusal}");
+
+    // An envelope over the envelope limit, and a frame over the frame limit.
+    let too_big = ask(
+        &mut flooder,
+        relay_id,
+        &deposit(&carol_id, vec![1; MAX_ENVELOPE + 1]),
+    )
+    .await?;
+    assert!(
+        matches!(&too_big, MailboxResponse::Refused(why) if why.contains("too large")),
+        "{too_big:?}"
+    );
+    let mut huge = ((MAX_MAILBOX_REQUEST_BYTES + 1) as u32)
+        .to_be_bytes()
+        .to_vec();
+    huge.extend(vec![0; 16]);
+    let frame_refused = ask_raw(&mut flooder, relay_id, huge).await?;
+    assert!(
+        matches!(&frame_refused, MailboxResponse::Refused(why) if why.contains("exceeds")),
+        "{frame_refused:?}"
+    );
+    let garbage = ask_raw(&mut flooder, relay_id, frame(&[9, 9, 9])).await?;
+    assert!(
+        matches!(garbage, MailboxResponse::Refused(_)),
+        "{garbage:?}"
+    );
+
+    // Other recipients are still served.
+    let (mut honest, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
+    let ok = ask(&mut honest, relay_id, &deposit(&carol_id, vec![3; 500])).await?;
+    assert_eq!(ok, MailboxResponse::Stored);
+    Ok(())
+}
