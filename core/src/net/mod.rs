@@ -191,6 +191,41 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
     Ok(swarm)
 }
 
+/// The courier: a second, throwaway libp2p identity that only deposits mail at relays, so
+/// a relay never sees the author's peer id on a deposit. A fresh key every run.
+pub(crate) type Courier = Swarm<request_response::Behaviour<MailboxCodec>>;
+
+/// Builds the courier swarm (TCP and QUIC, dial only).
+pub(crate) fn build_courier() -> Result<Courier, NetError> {
+    let transport_err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| transport_err(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| transport_err(&e))?
+        .with_behaviour(|_| {
+            request_response::Behaviour::new(
+                [(
+                    MAILBOX_PROTOCOL,
+                    request_response::ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+            )
+        })
+        .map_err(|e| transport_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    Ok(swarm)
+}
+
 /// The default listen addresses: TCP and QUIC on all interfaces, ports chosen by the OS.
 pub fn default_listen_addrs() -> Vec<Multiaddr> {
     ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]

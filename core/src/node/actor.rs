@@ -11,6 +11,7 @@ use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{broadcast, mpsc};
 
+use super::mail_client::{MailClient, relay_addrs};
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
 use crate::event::{Event, Via};
 use crate::identity::{self, ContactCard, Identity};
@@ -87,6 +88,10 @@ pub(super) struct Actor {
     dial_on_start: bool,
     /// The mailbox's bookkeeping, on relay nodes only.
     pub(super) mailbox: Option<Mailbox>,
+    /// Deposits mail at relays under a throwaway identity.
+    pub(super) courier: net::Courier,
+    /// Our relays, our fetches and deposits.
+    pub(super) mail: MailClient,
 }
 
 impl Actor {
@@ -116,7 +121,13 @@ impl Actor {
                 None => default_name(&identity.peer_id()),
             },
         };
-        let card = identity.card(&name, Vec::new(), now_ms());
+        // Our mailboxes: the relays among the bootstrap peers, listed in our contact card.
+        let relays = relay_addrs(&config.bootstrap);
+        let card = identity.card(
+            &name,
+            relays.iter().map(|(_, addr)| addr.to_string()).collect(),
+            now_ms(),
+        );
         let listen = if config.listen.is_empty() {
             net::default_listen_addrs()
         } else {
@@ -205,6 +216,8 @@ impl Actor {
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
             mailbox: config.relay.map(Mailbox::new),
+            courier: net::build_courier()?,
+            mail: MailClient::new(relays),
         };
         actor.restore_mailbox()?;
         actor.resume()?;
@@ -283,6 +296,7 @@ impl Actor {
                     }
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                event = self.courier.select_next_some() => self.on_courier_event(event),
                 () = sleep => {
                     let outputs = self.outbox.handle(outbox::Input::Tick, now_ms());
                     self.apply_outbox(outputs);
@@ -619,6 +633,8 @@ impl Actor {
         for addr in &addrs {
             self.learn_addr(peer_id, addr.clone());
         }
+        let serves_mailbox = info.protocols.contains(&net::MAILBOX_PROTOCOL);
+        self.maybe_fetch_mail(peer_id, serves_mailbox);
         if matches!(self.store.contact(&peer_id.to_string()), Ok(Some(_))) {
             self.remember_current_addrs(&peer_id);
         }

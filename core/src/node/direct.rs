@@ -107,9 +107,11 @@ impl Actor {
             match output {
                 Output::Transmit { peer, ids } => self.transmit(&peer, ids),
                 Output::Dial { peer } => {
-                    if let Ok(peer) = peer.parse() {
-                        self.dial_peer(peer);
+                    if let Ok(peer_id) = peer.parse() {
+                        self.dial_peer(peer_id);
                     }
+                    // Not connected: meanwhile, leave the messages at its mailboxes.
+                    self.deposit_for(&peer);
                 }
                 Output::Delivered(id) => self.finish_outgoing(&id, MessageStatus::Delivered),
                 Output::Refused(id) | Output::Expired(id) => {
@@ -126,7 +128,7 @@ impl Actor {
         self.update_status(id, status);
     }
 
-    fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
+    pub(super) fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
         match self.store.set_status(id, status) {
             Ok(Some(message)) => self.emit(Event::MessageStatus {
                 id: id.to_hex(),
@@ -183,7 +185,7 @@ impl Actor {
         self.pending_dm.insert(request_id, (peer_id, sent));
     }
 
-    fn seal_for(&self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
+    pub(super) fn seal_for(&self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
         let message = self
             .store
             .message(id)?
@@ -229,11 +231,24 @@ impl Actor {
 
     /// Opens, checks, dedups and stores each envelope; flushes before answering.
     pub(super) fn receive_envelopes(&mut self, peer: PeerId, request: DmRequest) -> DmResponse {
+        DmResponse {
+            acks: self.store_envelopes(Some(peer), &request.envelopes),
+        }
+    }
+
+    /// Opens, checks, dedups and stores each envelope, flushes, then emits the events; one
+    /// ack per envelope. `sender` is the peer that handed them over directly, struck for bad
+    /// ones (`None` for mail fetched from a relay, which did not write it).
+    pub(super) fn store_envelopes(
+        &mut self,
+        sender: Option<PeerId>,
+        envelopes: &[Vec<u8>],
+    ) -> Vec<Ack> {
         let now = now_ms();
-        let mut acks = Vec::with_capacity(request.envelopes.len());
+        let mut acks = Vec::with_capacity(envelopes.len());
         let mut new_messages = Vec::new();
         let mut new_requests = Vec::new();
-        for envelope in &request.envelopes {
+        for envelope in envelopes {
             let ack = match self.receive_one(envelope, now) {
                 Ok(Received::New(message, request)) => {
                     let id = message.id;
@@ -246,7 +261,9 @@ impl Actor {
                 Ok(Received::Duplicate(id)) => Ack::Stored(id),
                 Ok(Received::Busy) => Ack::Retry,
                 Err(reason) => {
-                    self.strike(peer, "bad envelope");
+                    if let Some(peer) = sender {
+                        self.strike(peer, "bad envelope");
+                    }
                     Ack::Rejected(reason)
                 }
             };
@@ -255,14 +272,13 @@ impl Actor {
         let stored = acks.iter().any(|a| matches!(a, Ack::Stored(_)));
         if stored && let Err(e) = self.store.flush() {
             tracing::error!("cannot make received messages durable: {e:#}");
-            let acks = acks
+            return acks
                 .into_iter()
                 .map(|a| match a {
                     Ack::Stored(_) => Ack::Retry,
                     other => other,
                 })
                 .collect();
-            return DmResponse { acks };
         }
         for (peer_id, name) in new_requests {
             self.emit(Event::ContactRequest { peer_id, name });
@@ -273,7 +289,7 @@ impl Actor {
                 message,
             });
         }
-        DmResponse { acks }
+        acks
     }
 
     fn receive_one(&mut self, envelope: &[u8], now: u64) -> Result<Received, Reject> {

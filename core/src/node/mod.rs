@@ -7,6 +7,7 @@
 
 mod actor;
 mod direct;
+mod mail_client;
 mod relay;
 mod types;
 

@@ -83,6 +83,20 @@ impl Actor {
                     tracing::debug!(%peer, "mailbox response not delivered: stream closed");
                 }
             }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.on_mail_response(request_id, Some(response)),
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                tracing::debug!("mailbox request failed: {error}");
+                self.on_mail_response(request_id, None);
+            }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "mailbox inbound failure: {error}");
             }

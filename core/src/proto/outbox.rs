@@ -160,6 +160,19 @@ impl Outbox {
         self.entries.contains_key(id)
     }
 
+    /// The entries waiting for `peer` that are not in flight, oldest first (for depositing
+    /// at the peer's mailboxes while it is unreachable). O(n): called on dials only.
+    pub fn unsent_for(&self, peer: &str) -> Vec<MessageId> {
+        let mut ids: Vec<(u64, MessageId)> = self
+            .entries
+            .values()
+            .filter(|t| t.entry.to == peer && !matches!(t.state, State::InFlight(_)))
+            .map(Tracked::queue_key)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// When [`Input::Tick`] next has something to do, if ever. Never a time that a tick
     /// would leave unchanged, so the caller does not spin.
     pub fn next_wakeup(&self) -> Option<u64> {

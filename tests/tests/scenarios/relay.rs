@@ -6,8 +6,10 @@
 use bonghwa_core::crypto::MAX_ENVELOPE;
 use bonghwa_core::wire::{MAX_MAILBOX_REQUEST_BYTES, MailboxRequest, MailboxResponse};
 use bonghwa_tests::hostile::{Attacker, frame};
+use bonghwa_tests::process::{Launch, RpcProcess};
 use bonghwa_tests::relay::RelayProcess;
 use libp2p::identity::Keypair;
+use serde_json::json;
 
 const MAILBOX: &str = "/bonghwa/mailbox/1";
 
@@ -205,5 +207,81 @@ async fn quotas_and_oversized_deposits_are_refused_and_the_relay_keeps_serving()
     let (mut honest, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
     let ok = ask(&mut honest, relay_id, &deposit(&carol_id, vec![3; 500])).await?;
     assert_eq!(ok, MailboxResponse::Stored);
+    Ok(())
+}
+
+/// The offline-delivery scenario: relay R, Alice and Bob bootstrapped to it. Bob goes
+/// offline; Alice sends and exits; Bob comes back while Alice is away and gets everything
+/// from R, in order, each once; when Alice returns she sees every message delivered.
+#[test]
+fn offline_recipient_gets_mail_from_the_relay_and_sender_later_sees_delivered() -> anyhow::Result<()>
+{
+    const COUNT: usize = 100;
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let relay = RelayProcess::spawn(&bin, &tmp.path().join("relay"), &[])?;
+    let launch = Launch {
+        args: vec!["--bootstrap".into(), relay.addr()],
+        ..Launch::default()
+    };
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &bob_dir, &launch)?;
+    alice.call("connect", json!({"addr": bob.addr()}))?;
+    alice.call("contact_add", json!({"code": bob.code()}))?;
+    bob.call("contact_add", json!({"code": alice.code()}))?;
+    let (alice_id, bob_id) = (alice.peer_id(), bob.peer_id());
+
+    bob.shutdown()?;
+    alice.wait_event("bob gone", |p| {
+        p["kind"] == "peer_disconnected" && p["peer_id"] == bob_id.as_str()
+    })?;
+    for i in 0..COUNT {
+        let request = json!({"jsonrpc": "2.0", "id": format!("s{i}"), "method": "send",
+            "params": {"to": bob_id, "text": format!("while you were away {i}")}});
+        alice.write_raw(&request.to_string())?;
+    }
+    // `sent`: the relay holds it.
+    alice.count_events("held by the relay", COUNT, |p| {
+        p["kind"] == "message_status" && p["status"] == "sent"
+    })?;
+    alice.shutdown()?;
+
+    let mut bob = RpcProcess::spawn(&bin, "bob", &bob_dir, &launch)?;
+    bob.count_events("mail from the relay", COUNT, |p| {
+        p["kind"] == "message_received" && p["chat"] == alice_id.as_str()
+    })?;
+    let expected: Vec<String> = (0..COUNT)
+        .map(|i| format!("while you were away {i}"))
+        .collect();
+    let texts = |history: serde_json::Value| -> Vec<String> {
+        history
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let history = bob.call("messages", json!({"chat": alice_id, "limit": 1000}))?;
+    assert_eq!(texts(history), expected, "in order, each once");
+
+    let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
+    alice.count_events("delivered", COUNT, |p| {
+        p["kind"] == "message_status" && p["status"] == "delivered"
+    })?;
+    let history = alice.call("messages", json!({"chat": bob_id, "limit": 1000}))?;
+    let statuses: Vec<&str> = history
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| m["status"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, vec!["delivered"; COUNT]);
+    let history = bob.call("messages", json!({"chat": alice_id, "limit": 1000}))?;
+    assert_eq!(
+        texts(history),
+        expected,
+        "nothing shown twice after the direct retry"
+    );
     Ok(())
 }

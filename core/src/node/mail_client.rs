@@ -1,0 +1,252 @@
+//! The client side of mailboxes: deposit for unreachable contacts, fetch our own mail.
+//!
+//! - Deposit: when the outbox has to dial a contact (it is not connected), its unsent
+//!   messages are sealed and deposited at the relays its contact card lists, through the
+//!   courier (a throwaway identity, so the relay does not learn the author). A relay's
+//!   `Stored` makes the message `sent`; it stays in the outbox until the recipient's own
+//!   ack (`delivered`), which comes when the two are next connected.
+//! - Fetch: whenever a connection to one of our own relays is identified, we fetch our
+//!   held mail page by page, store it like directly received mail (open, dedup, flush),
+//!   and only then ack it so the relay may drop it.
+
+use std::collections::HashSet;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+
+use super::actor::Actor;
+use crate::model::{MessageId, MessageStatus};
+use crate::net::MailboxFrame;
+use crate::wire::{Ack, MAX_MAIL_PAGE, MailboxRequest, MailboxResponse};
+
+/// Relays listed in a contact card at most.
+pub(super) const MAX_CARD_RELAYS: usize = 4;
+/// Messages deposited per dial at most (the rest go at the next dial).
+const MAX_DEPOSITS_PER_DIAL: usize = 256;
+
+/// A mailbox request of ours on the main swarm, awaiting its answer.
+#[derive(Clone, Debug)]
+pub(super) enum MailOp {
+    /// Fetching our mail from this relay.
+    Fetch(PeerId),
+    /// Acking fetched mail; then fetch again after `next` if there was more.
+    Ack { relay: PeerId, next: Option<u64> },
+}
+
+/// Client-side mailbox state.
+#[derive(Debug, Default)]
+pub(super) struct MailClient {
+    /// Our relays, from the start flags: (peer id, address).
+    pub(super) relays: Vec<(PeerId, Multiaddr)>,
+    pub(super) ops: std::collections::HashMap<OutboundRequestId, MailOp>,
+    /// Relays we are fetching from right now.
+    fetching: HashSet<PeerId>,
+    /// Deposits on the courier: which message each carries.
+    deposits: std::collections::HashMap<OutboundRequestId, MessageId>,
+    /// Messages deposited this run (so each dial does not deposit them again).
+    deposited: HashSet<MessageId>,
+}
+
+impl MailClient {
+    /// Client state for these relays.
+    pub(super) fn new(relays: Vec<(PeerId, Multiaddr)>) -> Self {
+        Self {
+            relays,
+            ..Self::default()
+        }
+    }
+}
+
+/// The relays among `addrs`: addresses that end in `/p2p/<peer id>`.
+pub(super) fn relay_addrs(addrs: &[Multiaddr]) -> Vec<(PeerId, Multiaddr)> {
+    addrs
+        .iter()
+        .filter_map(|addr| match addr.iter().last() {
+            Some(Protocol::P2p(peer)) => Some((peer, addr.clone())),
+            _ => None,
+        })
+        .take(MAX_CARD_RELAYS)
+        .collect()
+}
+
+impl Actor {
+    /// A connection to `peer` was identified; if it is one of our relays and serves a
+    /// mailbox, fetch our mail.
+    pub(super) fn maybe_fetch_mail(&mut self, peer: PeerId, serves_mailbox: bool) {
+        if !serves_mailbox || !self.mail.relays.iter().any(|(id, _)| *id == peer) {
+            return;
+        }
+        if self.mail.fetching.insert(peer) {
+            self.send_mail_op(
+                peer,
+                MailboxRequest::Fetch { after: None },
+                MailOp::Fetch(peer),
+            );
+        }
+    }
+
+    fn send_mail_op(&mut self, relay: PeerId, request: MailboxRequest, op: MailOp) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .mailbox
+            .send_request(&relay, Ok(request));
+        self.mail.ops.insert(id, op);
+    }
+
+    /// An answer (or failure) to one of our fetches or acks.
+    pub(super) fn on_mail_response(
+        &mut self,
+        id: OutboundRequestId,
+        response: Option<MailboxResponse>,
+    ) {
+        let Some(op) = self.mail.ops.remove(&id) else {
+            return;
+        };
+        match (op, response) {
+            (MailOp::Fetch(relay), Some(MailboxResponse::Page { mail, more })) => {
+                let last = mail.last().map(|(seq, _)| *seq);
+                let (seqs, envelopes): (Vec<u64>, Vec<Vec<u8>>) = mail.into_iter().unzip();
+                let acks = self.store_envelopes(None, &envelopes);
+                // Ack what is stored (or can never be opened); keep what must be retried.
+                let done: Vec<u64> = seqs
+                    .iter()
+                    .zip(&acks)
+                    .filter(|(_, ack)| !matches!(ack, Ack::Retry))
+                    .map(|(seq, _)| *seq)
+                    .take(MAX_MAIL_PAGE)
+                    .collect();
+                let all_done = done.len() == seqs.len();
+                let next = (more && all_done).then_some(last).flatten();
+                if done.is_empty() {
+                    self.mail.fetching.remove(&relay);
+                } else {
+                    tracing::info!(%relay, fetched = done.len(), "mail fetched");
+                    self.send_mail_op(
+                        relay,
+                        MailboxRequest::Ack { seqs: done },
+                        MailOp::Ack { relay, next },
+                    );
+                }
+            }
+            (
+                MailOp::Ack {
+                    relay,
+                    next: Some(after),
+                },
+                Some(MailboxResponse::Acked),
+            ) => {
+                self.send_mail_op(
+                    relay,
+                    MailboxRequest::Fetch { after: Some(after) },
+                    MailOp::Fetch(relay),
+                );
+            }
+            (MailOp::Fetch(relay) | MailOp::Ack { relay, .. }, other) => {
+                if let Some(MailboxResponse::Refused(why)) = &other {
+                    tracing::warn!(%relay, "mailbox refused: {why}");
+                }
+                self.mail.fetching.remove(&relay);
+            }
+        }
+    }
+
+    /// `peer` is unreachable: deposit its unsent messages at the relays its card lists.
+    pub(super) fn deposit_for(&mut self, peer: &str) {
+        let Ok(Some(contact)) = self.store.contact(peer) else {
+            return;
+        };
+        let relays: Vec<Multiaddr> = contact
+            .card
+            .relays
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect();
+        let relays = relay_addrs(&relays);
+        if relays.is_empty() {
+            return;
+        }
+        let ids: Vec<MessageId> = self
+            .outbox
+            .unsent_for(peer)
+            .into_iter()
+            .filter(|id| !self.mail.deposited.contains(id))
+            .take(MAX_DEPOSITS_PER_DIAL)
+            .collect();
+        for id in ids {
+            let envelope = match self.seal_for(&contact.card, &id) {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    tracing::warn!("cannot seal {id:?} for a mailbox: {e:#}");
+                    continue;
+                }
+            };
+            for (relay, addr) in &relays {
+                self.courier.add_peer_address(*relay, addr.clone());
+                let request = self.courier.behaviour_mut().send_request(
+                    relay,
+                    Ok(MailboxRequest::Deposit {
+                        recipient: peer.to_owned(),
+                        envelope: envelope.clone(),
+                    }),
+                );
+                self.mail.deposits.insert(request, id);
+            }
+            self.mail.deposited.insert(id);
+        }
+    }
+
+    pub(super) fn on_courier_event(
+        &mut self,
+        event: SwarmEvent<request_response::Event<MailboxFrame, MailboxResponse>>,
+    ) {
+        let SwarmEvent::Behaviour(event) = event else {
+            return;
+        };
+        match event {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                peer,
+                ..
+            } => {
+                let Some(id) = self.mail.deposits.remove(&request_id) else {
+                    return;
+                };
+                match response {
+                    MailboxResponse::Stored => {
+                        if self.outbox.contains(&id) {
+                            self.mark_sent(&id);
+                        }
+                    }
+                    other => {
+                        tracing::warn!(%peer, "deposit refused: {other:?}");
+                        self.mail.deposited.remove(&id);
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(id) = self.mail.deposits.remove(&request_id) {
+                    tracing::debug!("deposit failed: {error}");
+                    self.mail.deposited.remove(&id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn mark_sent(&mut self, id: &MessageId) {
+        if let Ok(Some(message)) = self.store.message(id)
+            && message.status == MessageStatus::Pending
+        {
+            self.update_status(id, MessageStatus::Sent);
+        }
+    }
+}
