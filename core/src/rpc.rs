@@ -260,6 +260,7 @@ pub const METHODS: &[&str] = &[
     "set_name",
     "connect",
     "peers",
+    "relays",
     "nearby",
     "contact_add",
     "contact_accept",
@@ -293,6 +294,10 @@ async fn dispatch(node: &Node, method: &str, raw: Value) -> Outcome {
         "peers" => {
             no_params(method, &raw)?;
             to_value(node.peers().await.map_err(node_error)?)
+        }
+        "relays" => {
+            no_params(method, &raw)?;
+            to_value(node.relays().await.map_err(node_error)?)
         }
         "nearby" => {
             no_params(method, &raw)?;

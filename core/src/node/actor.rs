@@ -349,6 +349,9 @@ impl Actor {
             Command::Peers(reply) => {
                 let _ = reply.send(Ok(self.peers()));
             }
+            Command::Relays(reply) => {
+                let _ = reply.send(Ok(self.relays()));
+            }
             Command::Nearby(reply) => {
                 let _ = reply.send(Ok(self.nearby_list()));
             }

@@ -47,6 +47,8 @@ pub(super) struct MailClient {
     deposits: std::collections::HashMap<OutboundRequestId, MessageId>,
     /// Messages deposited this run (so each dial does not deposit them again).
     deposited: HashSet<MessageId>,
+    /// Outcome of the last fetch per relay.
+    fetched: std::collections::HashMap<PeerId, bool>,
 }
 
 impl MailClient {
@@ -107,6 +109,7 @@ impl Actor {
         };
         match (op, response) {
             (MailOp::Fetch(relay), Some(MailboxResponse::Page { mail, more })) => {
+                self.mail.fetched.insert(relay, true);
                 let last = mail.last().map(|(seq, _)| *seq);
                 let (seqs, envelopes): (Vec<u64>, Vec<Vec<u8>>) = mail.into_iter().unzip();
                 let acks = self.store_envelopes(None, &envelopes);
@@ -148,9 +151,30 @@ impl Actor {
                 if let Some(MailboxResponse::Refused(why)) = &other {
                     tracing::warn!(%relay, "mailbox refused: {why}");
                 }
+                if !matches!(other, Some(MailboxResponse::Acked)) {
+                    self.mail.fetched.insert(relay, false);
+                }
                 self.mail.fetching.remove(&relay);
             }
         }
+    }
+
+    /// `relays`: each of our relays with its state.
+    pub(super) fn relays(&self) -> Vec<super::RelayInfo> {
+        self.mail
+            .relays
+            .iter()
+            .map(|(peer, addr)| super::RelayInfo {
+                peer_id: peer.to_string(),
+                addr: addr.to_string(),
+                connected: self.is_online(peer),
+                mailbox: match self.mail.fetched.get(peer) {
+                    Some(true) => "ok",
+                    Some(false) => "failed",
+                    None => "unknown",
+                },
+            })
+            .collect()
     }
 
     /// `peer` is unreachable: deposit its unsent messages at the relays its card lists.

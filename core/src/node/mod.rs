@@ -19,7 +19,9 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use types::{ChatInfo, ContactInfo, IdentityInfo, MessageInfo, NearbyPeer, PeerInfo};
+pub use types::{
+    ChatInfo, ContactInfo, IdentityInfo, MessageInfo, NearbyPeer, PeerInfo, RelayInfo,
+};
 
 use crate::event::{EVENT_CAPACITY, EventStream};
 use crate::identity::{Identity, IdentityError};
@@ -138,6 +140,7 @@ pub(crate) enum Command {
     SetName(String, Reply<()>),
     Connect(Multiaddr, Reply<PeerId>),
     Peers(Reply<Vec<PeerInfo>>),
+    Relays(Reply<Vec<RelayInfo>>),
     Nearby(Reply<Vec<NearbyPeer>>),
     ContactAdd {
         code: String,
@@ -287,6 +290,11 @@ impl Node {
     /// Peers we hold a connection to.
     pub async fn peers(&self) -> NodeResult<Vec<PeerInfo>> {
         self.ask(Command::Peers).await
+    }
+
+    /// Our relays and the state of our mailbox at each.
+    pub async fn relays(&self) -> NodeResult<Vec<RelayInfo>> {
+        self.ask(Command::Relays).await
     }
 
     /// LAN peers found by mDNS that told us their card.

@@ -33,6 +33,20 @@ pub struct PeerInfo {
     pub name: Option<String>,
 }
 
+/// `relays`: one of our relays (the `--bootstrap` peers given with a `/p2p/` id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RelayInfo {
+    /// Its peer id.
+    pub peer_id: String,
+    /// The address we were given.
+    pub addr: String,
+    /// Whether we hold a connection to it now.
+    pub connected: bool,
+    /// Our mailbox there: `"ok"` after a successful fetch, `"failed"` if the last fetch
+    /// was refused or failed, `"unknown"` before the first.
+    pub mailbox: &'static str,
+}
+
 /// `nearby`: a LAN peer found by mDNS that told us its card.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NearbyPeer {
