@@ -16,7 +16,8 @@ use crate::WAIT;
 #[derive(Clone, Copy, Default)]
 pub struct RawCodec;
 
-const MAX_RESPONSE: u64 = 64 * 1024;
+/// Largest frame the raw peer reads (a full mailbox page, with its length prefix).
+const MAX_RESPONSE: u64 = bonghwa_core::wire::MAX_MAILBOX_RESPONSE_BYTES as u64 + 4;
 
 impl request_response::Codec for RawCodec {
     type Protocol = StreamProtocol;

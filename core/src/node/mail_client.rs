@@ -23,8 +23,9 @@ use crate::wire::{Ack, MAX_MAIL_PAGE, MailboxRequest, MailboxResponse};
 
 /// Relays listed in a contact card at most.
 pub(super) const MAX_CARD_RELAYS: usize = 4;
-/// Messages deposited per dial at most (the rest go at the next dial).
-const MAX_DEPOSITS_PER_DIAL: usize = 256;
+/// Deposits for one contact awaiting the relay's answer at once; each `Stored` lets the
+/// next one go, so a relay's stream limit is never hit.
+const MAX_DEPOSITS_IN_FLIGHT: usize = 16;
 
 /// A mailbox request of ours on the main swarm, awaiting its answer.
 #[derive(Clone, Debug)]
@@ -43,8 +44,8 @@ pub(super) struct MailClient {
     pub(super) ops: std::collections::HashMap<OutboundRequestId, MailOp>,
     /// Relays we are fetching from right now.
     fetching: HashSet<PeerId>,
-    /// Deposits on the courier: which message each carries.
-    deposits: std::collections::HashMap<OutboundRequestId, MessageId>,
+    /// Deposits on the courier: which message each carries, to whom.
+    deposits: std::collections::HashMap<OutboundRequestId, (MessageId, String)>,
     /// Messages deposited this run (so each dial does not deposit them again).
     deposited: HashSet<MessageId>,
     /// Outcome of the last fetch per relay.
@@ -192,12 +193,20 @@ impl Actor {
         if relays.is_empty() {
             return;
         }
+        let in_flight: HashSet<MessageId> = self
+            .mail
+            .deposits
+            .values()
+            .filter(|(_, to)| to == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        let budget = MAX_DEPOSITS_IN_FLIGHT.saturating_sub(in_flight.len());
         let ids: Vec<MessageId> = self
             .outbox
             .unsent_for(peer)
             .into_iter()
             .filter(|id| !self.mail.deposited.contains(id))
-            .take(MAX_DEPOSITS_PER_DIAL)
+            .take(budget)
             .collect();
         for id in ids {
             let envelope = match self.seal_for(&contact.card, &id) {
@@ -216,7 +225,7 @@ impl Actor {
                         envelope: envelope.clone(),
                     }),
                 );
-                self.mail.deposits.insert(request, id);
+                self.mail.deposits.insert(request, (id, peer.to_owned()));
             }
             self.mail.deposited.insert(id);
         }
@@ -239,13 +248,18 @@ impl Actor {
                 peer,
                 ..
             } => {
-                let Some(id) = self.mail.deposits.remove(&request_id) else {
+                let Some((id, to)) = self.mail.deposits.remove(&request_id) else {
                     return;
                 };
                 match response {
                     MailboxResponse::Stored => {
                         if self.outbox.contains(&id) {
                             self.mark_sent(&id);
+                        }
+                        // Next in line, while the contact is still away.
+                        let away = to.parse().is_ok_and(|p: PeerId| !self.is_online(&p));
+                        if away {
+                            self.deposit_for(&to);
                         }
                     }
                     other => {
@@ -257,7 +271,8 @@ impl Actor {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                if let Some(id) = self.mail.deposits.remove(&request_id) {
+                // Retried at the next dial of the contact (its backoff paces it).
+                if let Some((id, _)) = self.mail.deposits.remove(&request_id) {
                     tracing::debug!("deposit failed: {error}");
                     self.mail.deposited.remove(&id);
                 }
