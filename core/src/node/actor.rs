@@ -53,7 +53,13 @@ const ADDRS_KEY: &str = "addrs/";
 struct NearbyEntry {
     card: Option<ContactCard>,
     card_requested: bool,
+    /// Card requests that failed; a few are retried at once, then only when a connection
+    /// to the peer opens (mDNS does not report a known peer again).
+    card_failures: u32,
 }
+
+/// Failed card requests to a LAN peer retried at once.
+const CARD_RETRIES: u32 = 3;
 
 /// State of one connected peer.
 #[derive(Debug, Default)]
@@ -565,6 +571,7 @@ impl Actor {
                     .or_default()
                     .addrs
                     .insert(connection_id, addr);
+                self.card_on_connect(peer_id);
                 if num_established.get() == 1 {
                     tracing::info!(%peer_id, "connected");
                     self.emit(Event::PeerConnected {
@@ -661,11 +668,7 @@ impl Actor {
                         continue;
                     };
                     if !entry.card_requested {
-                        entry.card_requested = true;
-                        self.swarm
-                            .behaviour_mut()
-                            .card
-                            .send_request(&peer, CardRequest);
+                        self.request_card(peer);
                     }
                 }
             }
@@ -682,6 +685,28 @@ impl Actor {
                     }
                 }
             }
+        }
+    }
+
+    /// Asks a LAN peer for its card (it shows in `nearby` once the card is in).
+    fn request_card(&mut self, peer: PeerId) {
+        if let Some(entry) = self.nearby.get_mut(&peer) {
+            entry.card_requested = true;
+            self.swarm
+                .behaviour_mut()
+                .card
+                .send_request(&peer, CardRequest);
+        }
+    }
+
+    /// A connection to a LAN peer whose card we lack: ask again.
+    fn card_on_connect(&mut self, peer: PeerId) {
+        let wanted = self
+            .nearby
+            .get(&peer)
+            .is_some_and(|e| e.card.is_none() && !e.card_requested);
+        if wanted {
+            self.request_card(peer);
         }
     }
 
@@ -723,8 +748,16 @@ impl Actor {
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "card request failed: {error}");
-                if let Some(entry) = self.nearby.get_mut(&peer) {
-                    entry.card_requested = false;
+                let retry = match self.nearby.get_mut(&peer) {
+                    Some(entry) => {
+                        entry.card_requested = false;
+                        entry.card_failures = entry.card_failures.saturating_add(1);
+                        entry.card.is_none() && entry.card_failures <= CARD_RETRIES
+                    }
+                    None => false,
+                };
+                if retry {
+                    self.request_card(peer);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
