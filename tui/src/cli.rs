@@ -27,6 +27,8 @@ pub struct Cli {
     pub listen: Vec<Multiaddr>,
 
     /// Peer to dial at start, e.g. a relay or a friend's node (repeatable).
+    /// A relay given with its id (…/p2p/12D3Koo…) is also your mailbox: it is listed in your
+    /// contact code and holds messages for you while you are offline.
     #[arg(long, global = true, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
 
