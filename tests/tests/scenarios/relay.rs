@@ -291,3 +291,55 @@ fn offline_recipient_gets_mail_from_the_relay_and_sender_later_sees_delivered() 
     );
     Ok(())
 }
+
+/// A flood of deposits from ever-new identities (so per-sender quotas do not stop it) hits
+/// the relay's total budget: it refuses clearly, keeps its memory bounded, and still answers
+/// a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_flood_stops_at_the_total_budget_with_memory_bounded() -> anyhow::Result<()> {
+    const MAX_DEPOSITS: u32 = 400;
+    /// The relay's memory ceiling asserted here: far above a 2 MiB mail budget plus the
+    /// process's own baseline (about 15 MiB idle), far below an unbounded flood.
+    const RSS_CEILING_KIB: u64 = 96 * 1024;
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let relay = RelayProcess::spawn(&bin, &tmp.path().join("relay"), &["--mail-mb-total", "2"])?;
+    let mut stored = 0u32;
+    let mut refusal = None;
+    for i in 0..MAX_DEPOSITS {
+        // A new sender and a new recipient every 10 deposits.
+        let (mut flooder, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
+        let victim = Keypair::generate_ed25519().public().to_peer_id();
+        for j in 0..10u32 {
+            let mut envelope = vec![0u8; 60_000];
+            envelope[..4].copy_from_slice(&(i * 10 + j).to_be_bytes());
+            match ask(&mut flooder, relay_id, &deposit(&victim, envelope)).await? {
+                MailboxResponse::Stored => stored += 1,
+                MailboxResponse::Refused(why) => refusal = Some(why),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if refusal.is_some() {
+            break;
+        }
+    }
+    // 2 MiB / 60,000 bytes: 34 envelopes fit.
+    assert_eq!(stored, 34);
+    let refusal = refusal.expect("the flood must be refused");
+    assert!(refusal.contains("storage is full"), "{refusal}");
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", relay.pid()))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    assert!(rss < RSS_CEILING_KIB, "relay RSS {rss} KiB after the flood");
+    let (mut someone, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
+    let page = ask(
+        &mut someone,
+        relay_id,
+        &MailboxRequest::Fetch { after: None },
+    )
+    .await?;
+    assert!(matches!(page, MailboxResponse::Page { .. }), "{page:?}");
+    Ok(())
+}
