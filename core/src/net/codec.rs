@@ -6,6 +6,7 @@
 //! only: libp2p reports it as an inbound failure and the connection carries on.
 
 use std::io;
+use std::marker::PhantomData;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -52,129 +53,144 @@ fn invalid(e: wire::WireError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// An inbound dm request as read off the wire: a valid request, or why the frame was
-/// refused. Malformed frames surface as values (not I/O errors) so the actor sees them,
-/// answers with no acks and counts them against the peer; libp2p would otherwise drop
-/// a failed read silently.
-pub(crate) type DmFrame = Result<DmRequest, String>;
+/// A protocol whose request and response each travel as one length-prefixed frame,
+/// encoded and checked by `wire`.
+pub(crate) trait Framed: Send + 'static {
+    /// What the requester sends.
+    type Request: Send;
+    /// What the responder answers.
+    type Response: Send;
+    /// Largest request frame.
+    const REQUEST_LIMIT: usize;
+    /// Largest response frame.
+    const RESPONSE_LIMIT: usize;
+    fn encode_request(request: &Self::Request) -> Vec<u8>;
+    fn decode_request(bytes: &[u8]) -> Result<Self::Request, wire::WireError>;
+    fn encode_response(response: &Self::Response) -> Vec<u8>;
+    fn decode_response(bytes: &[u8]) -> Result<Self::Response, wire::WireError>;
+}
+
+/// The request-response codec of a [`Framed`] protocol. An inbound request is read off the
+/// wire as a valid request or why its frame was refused: malformed frames surface as values
+/// (not I/O errors) so the actor sees them, answers, and counts them against the peer;
+/// libp2p would otherwise drop a failed read silently.
+pub(crate) struct FramedCodec<P>(PhantomData<fn() -> P>);
+
+impl<P> Clone for FramedCodec<P> {
+    fn clone(&self) -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<P> Default for FramedCodec<P> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<P: Framed> libp2p::request_response::Codec for FramedCodec<P> {
+    type Protocol = StreamProtocol;
+    type Request = Result<P::Request, String>;
+    type Response = P::Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = match read_frame(io, P::REQUEST_LIMIT).await {
+            Ok(body) => body,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        Ok(P::decode_request(&body).map_err(|e| e.to_string()))
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<P::Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = read_frame(io, P::RESPONSE_LIMIT).await?;
+        P::decode_response(&body).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Self::Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let request = request.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        write_frame(io, &P::encode_request(&request)).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: P::Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &P::encode_response(&response)).await
+    }
+}
+
+/// `/bonghwa/dm/1`: push sealed envelopes, get per-envelope acks.
+pub(crate) struct Dm;
+
+impl Framed for Dm {
+    type Request = DmRequest;
+    type Response = DmResponse;
+    const REQUEST_LIMIT: usize = MAX_DM_REQUEST_BYTES;
+    const RESPONSE_LIMIT: usize = MAX_DM_RESPONSE_BYTES;
+    fn encode_request(request: &DmRequest) -> Vec<u8> {
+        request.encode()
+    }
+    fn decode_request(bytes: &[u8]) -> Result<DmRequest, wire::WireError> {
+        DmRequest::decode(bytes)
+    }
+    fn encode_response(response: &DmResponse) -> Vec<u8> {
+        response.encode()
+    }
+    fn decode_response(bytes: &[u8]) -> Result<DmResponse, wire::WireError> {
+        DmResponse::decode(bytes)
+    }
+}
+
+/// `/bonghwa/mailbox/1`: deposit, fetch and ack held mail.
+pub(crate) struct Mailbox;
+
+impl Framed for Mailbox {
+    type Request = MailboxRequest;
+    type Response = MailboxResponse;
+    const REQUEST_LIMIT: usize = MAX_MAILBOX_REQUEST_BYTES;
+    const RESPONSE_LIMIT: usize = MAX_MAILBOX_RESPONSE_BYTES;
+    fn encode_request(request: &MailboxRequest) -> Vec<u8> {
+        request.encode()
+    }
+    fn decode_request(bytes: &[u8]) -> Result<MailboxRequest, wire::WireError> {
+        MailboxRequest::decode(bytes)
+    }
+    fn encode_response(response: &MailboxResponse) -> Vec<u8> {
+        response.encode()
+    }
+    fn decode_response(bytes: &[u8]) -> Result<MailboxResponse, wire::WireError> {
+        MailboxResponse::decode(bytes)
+    }
+}
 
 /// Codec for `/bonghwa/dm/1`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct DmCodec;
-
-impl libp2p::request_response::Codec for DmCodec {
-    type Protocol = StreamProtocol;
-    type Request = DmFrame;
-    type Response = DmResponse;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DmFrame>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let body = match read_frame(io, MAX_DM_REQUEST_BYTES).await {
-            Ok(body) => body,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Err(e.to_string())),
-            Err(e) => return Err(e),
-        };
-        Ok(DmRequest::decode(&body).map_err(|e| e.to_string()))
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DmResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let body = read_frame(io, MAX_DM_RESPONSE_BYTES).await?;
-        DmResponse::decode(&body).map_err(invalid)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: DmFrame,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        let request = request.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        write_frame(io, &request.encode()).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: DmResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &response.encode()).await
-    }
-}
-
-/// An inbound mailbox request as read off the wire, or why its frame was refused (so the
-/// relay can answer with a clear refusal instead of a dropped stream).
-pub(crate) type MailboxFrame = Result<MailboxRequest, String>;
-
+pub(crate) type DmCodec = FramedCodec<Dm>;
+/// An inbound dm request, or why its frame was refused.
+pub(crate) type DmFrame = Result<DmRequest, String>;
 /// Codec for `/bonghwa/mailbox/1`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct MailboxCodec;
-
-impl libp2p::request_response::Codec for MailboxCodec {
-    type Protocol = StreamProtocol;
-    type Request = MailboxFrame;
-    type Response = MailboxResponse;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<MailboxFrame>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let body = match read_frame(io, MAX_MAILBOX_REQUEST_BYTES).await {
-            Ok(body) => body,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Err(e.to_string())),
-            Err(e) => return Err(e),
-        };
-        Ok(MailboxRequest::decode(&body).map_err(|e| e.to_string()))
-    }
-
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<MailboxResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let body = read_frame(io, MAX_MAILBOX_RESPONSE_BYTES).await?;
-        MailboxResponse::decode(&body).map_err(invalid)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: MailboxFrame,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        let request = request.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        write_frame(io, &request.encode()).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: MailboxResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &response.encode()).await
-    }
-}
+pub(crate) type MailboxCodec = FramedCodec<Mailbox>;
+/// An inbound mailbox request, or why its frame was refused (answered with a clear refusal).
+pub(crate) type MailboxFrame = Result<MailboxRequest, String>;
 
 /// The (empty) request of `/bonghwa/card/1`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

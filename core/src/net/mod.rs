@@ -98,6 +98,13 @@ pub(crate) struct Roles {
     pub(crate) relay: bool,
 }
 
+/// Timeouts and stream limits shared by every request-response protocol.
+fn rr_config() -> request_response::Config {
+    request_response::Config::default()
+        .with_request_timeout(REQUEST_TIMEOUT)
+        .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+}
+
 /// The relay server's limits, sized for chat.
 fn relay_config() -> relay::Config {
     relay::Config {
@@ -138,9 +145,7 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
             } else {
                 None
             };
-            let rr_config = request_response::Config::default()
-                .with_request_timeout(REQUEST_TIMEOUT)
-                .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            let rr_config = rr_config();
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(MAX_CONNECTIONS))
                 .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
@@ -215,9 +220,7 @@ pub(crate) fn build_courier() -> Result<Courier, NetError> {
                     MAILBOX_PROTOCOL,
                     request_response::ProtocolSupport::Outbound,
                 )],
-                request_response::Config::default()
-                    .with_request_timeout(REQUEST_TIMEOUT)
-                    .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+                rr_config(),
             )
         })
         .map_err(|e| transport_err(&e))?

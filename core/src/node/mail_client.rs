@@ -9,7 +9,7 @@
 //!   held mail page by page, store it like directly received mail (open, dedup, flush),
 //!   and only then ack it so the relay may drop it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -48,6 +48,8 @@ pub(super) struct MailClient {
     deposits: std::collections::HashMap<OutboundRequestId, (MessageId, String)>,
     /// Messages deposited this run (so each dial does not deposit them again).
     deposited: HashSet<MessageId>,
+    /// Messages waiting to be deposited, per contact, oldest first.
+    queued: std::collections::HashMap<String, VecDeque<MessageId>>,
     /// Outcome of the last fetch per relay.
     fetched: std::collections::HashMap<PeerId, bool>,
 }
@@ -201,13 +203,31 @@ impl Actor {
             .map(|(id, _)| *id)
             .collect();
         let budget = MAX_DEPOSITS_IN_FLIGHT.saturating_sub(in_flight.len());
-        let ids: Vec<MessageId> = self
-            .outbox
-            .unsent_for(peer)
-            .into_iter()
-            .filter(|id| !self.mail.deposited.contains(id))
-            .take(budget)
-            .collect();
+        // The outbox is scanned only when this contact's queue has run dry, not on every
+        // `Stored`: a long queue would otherwise cost O(n) per deposit.
+        let empty = self.mail.queued.get(peer).is_none_or(VecDeque::is_empty);
+        if empty {
+            let unsent: VecDeque<MessageId> = self
+                .outbox
+                .unsent_for(peer)
+                .into_iter()
+                .filter(|id| !self.mail.deposited.contains(id))
+                .collect();
+            self.mail.queued.insert(peer.to_owned(), unsent);
+        }
+        let mut ids = Vec::with_capacity(budget);
+        if let Some(queue) = self.mail.queued.get_mut(peer) {
+            while ids.len() < budget {
+                let Some(id) = queue.pop_front() else { break };
+                // Delivered meanwhile, or deposited by an earlier round.
+                if self.outbox.contains(&id) && !self.mail.deposited.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            if queue.is_empty() {
+                self.mail.queued.remove(peer);
+            }
+        }
         for id in ids {
             let envelope = match self.seal_for(&contact.card, &id) {
                 Ok(envelope) => envelope,

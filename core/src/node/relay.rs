@@ -196,7 +196,7 @@ impl Actor {
         let page = mailbox.page(&recipient, after);
         let more = page
             .last()
-            .is_some_and(|last| !mailbox.page(&recipient, Some(last.seq)).is_empty());
+            .is_some_and(|last| mailbox.has_after(&recipient, last.seq));
         let mut mail = Vec::with_capacity(page.len());
         for held in page {
             match self.store.mail(&recipient, held.seq) {

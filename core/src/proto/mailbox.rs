@@ -275,6 +275,14 @@ impl Mailbox {
             .collect()
     }
 
+    /// Whether `recipient` has mail after seq `after` (another page to fetch).
+    pub fn has_after(&self, recipient: &str, after: u64) -> bool {
+        self.held
+            .range((recipient.to_owned(), after.saturating_add(1))..)
+            .next()
+            .is_some_and(|((r, _), _)| r == recipient)
+    }
+
     /// Drops one envelope (fetched and acked by its recipient, or failed to persist).
     /// Returns it if it was held.
     pub fn remove(&mut self, recipient: &str, seq: u64) -> Option<Held> {
@@ -363,6 +371,7 @@ mod tests {
         let second = m.page("bob", Some(1));
         assert_eq!(second.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![2]);
         assert!(m.page("bob", Some(2)).is_empty());
+        assert!(m.has_after("bob", 1) && !m.has_after("bob", 2));
         // Bob sees only his own mail.
         assert!(second.iter().chain(&first).all(|h| h.recipient == "bob"));
         assert!(m.remove("bob", 0).is_some());
