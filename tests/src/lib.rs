@@ -17,6 +17,7 @@
     clippy::expect_used
 )]
 
+pub mod bench;
 pub mod hostile;
 pub mod netns;
 pub mod process;

@@ -5,38 +5,11 @@
 //! Flags: `--latency N` (default 1000), `--throughput N` (default 10000), `--keep`
 //! (keep the data dirs and node logs).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use bonghwa_tests::bench::{arg, node_bin, status_kib};
 use bonghwa_tests::process::{Launch, RpcProcess};
 use serde_json::json;
-
-fn node_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("BONGHWA_BIN") {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no exe dir")?;
-    let bin = dir.join("bonghwa-node");
-    if !bin.exists() {
-        bail!(
-            "{} not found; build it with `cargo build --release -p bonghwa-tests`",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// CPU time (user + system) a process has used so far, in ms (clock ticks of 10 ms).
 fn cpu_ms(pid: u32) -> u64 {
@@ -59,15 +32,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -99,7 +63,10 @@ fn main() -> anyhow::Result<()> {
     let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
     let ready_restart_ms = ms(t.elapsed());
     let mut bob = RpcProcess::spawn(&bin, "bob", &root.join("bob"), &launch)?;
-    let idle_rss = [rss_kib(alice.pid(), "VmRSS:"), rss_kib(bob.pid(), "VmRSS:")];
+    let idle_rss = [
+        status_kib(alice.pid(), "VmRSS:"),
+        status_kib(bob.pid(), "VmRSS:"),
+    ];
 
     alice.call("connect", json!({"addr": bob.addr()}))?;
     alice.call("contact_add", json!({"code": bob.code()}))?;
@@ -153,7 +120,10 @@ fn main() -> anyhow::Result<()> {
     ];
     let per_message_us = |ms: u64| ms as f64 * 1000.0 / throughput_n as f64;
 
-    let peak_rss = [rss_kib(alice.pid(), "VmHWM:"), rss_kib(bob.pid(), "VmHWM:")];
+    let peak_rss = [
+        status_kib(alice.pid(), "VmHWM:"),
+        status_kib(bob.pid(), "VmHWM:"),
+    ];
     let history = bob.call("messages", json!({"chat": alice.peer_id(), "limit": 1}))?;
     alice.shutdown()?;
     bob.shutdown()?;

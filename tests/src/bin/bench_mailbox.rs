@@ -7,11 +7,12 @@
 //! Flags: `--deposits N` (default 100000), `--size BYTES` (default 1024), `--catchup N`
 //! (default 1000), `--keep` (keep data dirs and logs).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bonghwa_core::wire::{MailboxRequest, MailboxResponse};
+use bonghwa_tests::bench::{arg, node_bin, status_kib};
 use bonghwa_tests::hostile::{Attacker, frame};
 use bonghwa_tests::process::{Launch, RpcProcess};
 use bonghwa_tests::relay::RelayProcess;
@@ -20,40 +21,6 @@ use libp2p::identity::Keypair;
 use serde_json::json;
 
 const MAILBOX: &str = "/bonghwa/mailbox/1";
-
-fn node_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("BONGHWA_BIN") {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe.parent().context("no exe dir")?.join("bonghwa-node");
-    if !bin.exists() {
-        bail!(
-            "{} not found; build it with `cargo build --release -p bonghwa-tests --bins`",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Bytes of all files under `dir`.
 fn disk_bytes(dir: &Path) -> u64 {
@@ -140,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let deposit_s = t.elapsed().as_secs_f64();
     let held_disk = disk_bytes(&relay_dir);
-    let relay_rss = rss_kib(relay.pid());
+    let relay_rss = status_kib(relay.pid(), "VmRSS:");
 
     // 2. Each recipient fetches and acks all its mail.
     let t = Instant::now();
