@@ -14,6 +14,8 @@ use crate::model::{Hlc, MessageId};
 pub const PAYLOAD_VERSION: u8 = 1;
 /// Longest message text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+/// Message ids one receipt acknowledges at most (a fetched mail page is smaller).
+pub const MAX_RECEIPT_IDS: usize = 256;
 /// Most envelopes in one `/bonghwa/dm/1` request.
 pub const MAX_BATCH: usize = 64;
 /// Largest `/bonghwa/dm/1` request frame.
@@ -78,6 +80,10 @@ pub struct DmPayload {
 pub enum Body {
     /// A chat text.
     Text(String),
+    /// "I hold these messages of yours": the recipient's acknowledgement for mail it fetched
+    /// from a relay, sent back directly or through the sender's mailboxes, so the sender sees
+    /// `delivered` even when the two are never online together. At most [`MAX_RECEIPT_IDS`].
+    Receipt(Vec<MessageId>),
 }
 
 impl DmPayload {
@@ -102,6 +108,10 @@ impl DmPayload {
                 return Err(WireError::Limit("message text too long"));
             }
             Body::Text(_) => {}
+            Body::Receipt(ids) if ids.len() > MAX_RECEIPT_IDS => {
+                return Err(WireError::Limit("receipt lists too many messages"));
+            }
+            Body::Receipt(_) => {}
         }
         payload
             .sender

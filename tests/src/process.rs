@@ -42,6 +42,27 @@ pub struct Launch {
     pub listen: Option<String>,
 }
 
+/// Runs `bin [args] id --json` on `data_dir` (creating the identity if new) and returns
+/// what it printed: `{peer_id, name, contact_code, addrs}`. The node goes nowhere online.
+pub fn identity_of(bin: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
+    let output = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--no-mdns"])
+        .args(args)
+        .args(["id", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} id", bin.display()))?;
+    if !output.status.success() {
+        bail!(
+            "id failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 impl RpcProcess {
     /// Starts `bin rpc` for `name` with its data dir at `data_dir`, and waits for `ready`.
     pub fn spawn(bin: &Path, name: &str, data_dir: &Path, launch: &Launch) -> anyhow::Result<Self> {

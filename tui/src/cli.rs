@@ -201,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn print_identity(cli: &Cli, json: bool) -> anyhow::Result<()> {
     let mut config = cli.node_config()?;
     config.mdns = false;
-    config.bootstrap.clear();
+    // The relays stay in the config (they belong in the contact code) but are not dialled.
     config.dial_on_start = false;
     if config.listen.is_empty() {
         config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];

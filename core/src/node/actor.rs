@@ -25,6 +25,8 @@ use crate::wire::DmResponse;
 
 /// Commands handled in one round before the store is flushed once for all of them.
 const MAX_COMMAND_BATCH: usize = 256;
+/// How long a shutdown waits for deposits (messages, receipts) still on their way to a relay.
+const SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// LAN peers remembered from mDNS.
 const MAX_NEARBY: usize = 256;
 /// Addresses remembered per peer.
@@ -98,6 +100,8 @@ pub(super) struct Actor {
     pub(super) courier: net::Courier,
     /// Our relays, our fetches and deposits.
     pub(super) mail: MailClient,
+    /// Shutting down: who to answer, and when to stop waiting for deposits in flight.
+    stopping: Option<(Reply<()>, u64)>,
 }
 
 impl Actor {
@@ -224,6 +228,7 @@ impl Actor {
             mailbox: config.relay.map(Mailbox::new),
             courier: net::build_courier()?,
             mail: MailClient::new(relays),
+            stopping: None,
         };
         actor.restore_mailbox()?;
         actor.resume()?;
@@ -248,6 +253,9 @@ impl Actor {
             }
         }
         for addr in self.bootstrap.clone() {
+            if !self.dial_on_start {
+                break;
+            }
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::warn!(%addr, "cannot dial bootstrap peer: {e:#}");
             }
@@ -271,9 +279,15 @@ impl Actor {
 
     pub(super) async fn run(mut self) {
         loop {
+            if let Some((_, deadline)) = &self.stopping
+                && (self.deposits_in_flight() == 0 || now_ms() >= *deadline)
+            {
+                break;
+            }
             let wake = [
                 self.outbox.next_wakeup(),
                 self.mailbox.as_ref().and_then(Mailbox::next_expiry),
+                self.stopping.as_ref().map(|(_, deadline)| *deadline),
             ]
             .into_iter()
             .flatten()
@@ -297,9 +311,7 @@ impl Actor {
                             Err(_) => break,
                         }
                     }
-                    if self.handle_commands(batch) {
-                        break;
-                    }
+                    self.handle_commands(batch);
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 event = self.courier.select_next_some() => self.on_courier_event(event),
@@ -310,14 +322,19 @@ impl Actor {
                 }
             }
         }
-        if let Err(e) = self.store.flush() {
+        let flushed = self.store.flush();
+        if let Err(e) = &flushed {
             tracing::error!("final flush failed: {e:#}");
+        }
+        if let Some((reply, _)) = self.stopping.take() {
+            let _ = reply.send(flushed.map_err(NodeError::from));
         }
         tracing::info!("node stopped");
     }
 
-    /// Handles a batch of commands; sends are made durable with one flush. Returns true on shutdown.
-    fn handle_commands(&mut self, batch: Vec<Command>) -> bool {
+    /// Handles a batch of commands; sends are made durable with one flush. A shutdown lets
+    /// deposits in flight finish (for at most [`SHUTDOWN_GRACE_MS`]), then flushes and stops.
+    fn handle_commands(&mut self, batch: Vec<Command>) {
         let mut sends = Vec::new();
         let mut shutdown = None;
         for command in batch {
@@ -336,11 +353,15 @@ impl Actor {
             self.commit_sends(sends);
         }
         if let Some(reply) = shutdown {
-            let result = self.store.flush().map_err(NodeError::from);
-            let _ = reply.send(result);
-            return true;
+            match self.stopping.take() {
+                // Asked twice: the first caller is answered now, the second at the end.
+                Some((first, deadline)) => {
+                    let _ = first.send(Ok(()));
+                    self.stopping = Some((reply, deadline));
+                }
+                None => self.stopping = Some((reply, now_ms().saturating_add(SHUTDOWN_GRACE_MS))),
+            }
         }
-        false
     }
 
     fn handle_query(&mut self, command: Command) {

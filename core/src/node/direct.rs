@@ -248,17 +248,28 @@ impl Actor {
         let mut acks = Vec::with_capacity(envelopes.len());
         let mut new_messages = Vec::new();
         let mut new_requests = Vec::new();
+        // Mail fetched from a relay is acknowledged to its author with a receipt.
+        let mut receipts: std::collections::BTreeMap<String, Vec<MessageId>> = Default::default();
         for envelope in envelopes {
             let ack = match self.receive_one(envelope, now) {
                 Ok(Received::New(message, request)) => {
                     let id = message.id;
+                    if sender.is_none() {
+                        receipts.entry(message.from.clone()).or_default().push(id);
+                    }
                     new_messages.push(message);
                     if let Some(r) = request {
                         new_requests.push(r);
                     }
                     Ack::Stored(id)
                 }
-                Ok(Received::Duplicate(id)) => Ack::Stored(id),
+                Ok(Received::Duplicate { id, from }) => {
+                    if sender.is_none() {
+                        receipts.entry(from).or_default().push(id);
+                    }
+                    Ack::Stored(id)
+                }
+                Ok(Received::Receipt(id)) => Ack::Stored(id),
                 Ok(Received::Busy) => Ack::Retry,
                 Err(reason) => {
                     if let Some(peer) = sender {
@@ -279,6 +290,9 @@ impl Actor {
                     other => other,
                 })
                 .collect();
+        }
+        for (to, ids) in receipts {
+            self.send_receipt(&to, &ids);
         }
         for (peer_id, name) in new_requests {
             self.emit(Event::ContactRequest { peer_id, name });
@@ -303,8 +317,16 @@ impl Actor {
         }
         let sender = payload.sender.peer_id().map_err(|_| Reject::Forged)?;
         let sender_text = sender.to_string();
+        if let Body::Receipt(ids) = &payload.body {
+            self.take_receipt(&sender_text, ids, now);
+            return Ok(Received::Receipt(payload.id));
+        }
+        let duplicate = |id| Received::Duplicate {
+            id,
+            from: sender_text.clone(),
+        };
         match self.store.message(&payload.id) {
-            Ok(Some(_)) => return Ok(Received::Duplicate(payload.id)),
+            Ok(Some(_)) => return Ok(duplicate(payload.id)),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!("store read failed: {e:#}");
@@ -315,7 +337,7 @@ impl Actor {
         match self.store.contact(&sender_text) {
             Ok(Some(contact)) if contact.state == ContactState::Refused => {
                 // The user refused this person: acknowledge (so they stop retrying) and drop.
-                return Ok(Received::Duplicate(payload.id));
+                return Ok(duplicate(payload.id));
             }
             Ok(Some(mut contact)) => {
                 if payload.sender.issued_ms > contact.card.issued_ms {
@@ -352,11 +374,13 @@ impl Actor {
             }
             Err(_) => return Ok(Received::Busy),
         }
-        let Body::Text(text) = payload.body;
+        let Body::Text(text) = payload.body else {
+            return Err(Reject::Malformed);
+        };
         let message = StoredMessage {
             id: payload.id,
             chat: sender_text.clone(),
-            from: sender_text,
+            from: sender_text.clone(),
             text,
             hlc: payload.hlc,
             status: MessageStatus::Delivered,
@@ -368,10 +392,68 @@ impl Actor {
                     .observe(payload.hlc, now, super::actor::MAX_SKEW_MS);
                 Ok(Received::New(message, request))
             }
-            Ok(false) => Ok(Received::Duplicate(message.id)),
+            Ok(false) => Ok(duplicate(message.id)),
             Err(e) => {
                 tracing::error!("cannot store a received message: {e:#}");
                 Ok(Received::Busy)
+            }
+        }
+    }
+
+    /// `from` says it holds these messages: those we sent to `from` are delivered.
+    fn take_receipt(&mut self, from: &str, ids: &[MessageId], now: u64) {
+        for id in ids {
+            let ours = matches!(
+                self.store.message(id),
+                Ok(Some(m)) if m.outgoing && m.chat == from
+            );
+            if ours {
+                let outputs = self.outbox.handle(outbox::Input::Acked(*id), now);
+                self.apply_outbox(outputs);
+            }
+        }
+    }
+
+    /// Tells `to` that we hold `ids` (mail of theirs we fetched from a relay): directly if
+    /// connected, else through their mailboxes. Best effort: if a receipt is lost, the
+    /// author's retry of the message gets a fresh ack.
+    fn send_receipt(&mut self, to: &str, ids: &[MessageId]) {
+        let (Ok(peer), Ok(Some(contact))) = (to.parse::<PeerId>(), self.store.contact(to)) else {
+            return;
+        };
+        for chunk in ids.chunks(wire::MAX_RECEIPT_IDS) {
+            let Ok(id) = MessageId::random() else {
+                return;
+            };
+            let payload = DmPayload {
+                version: wire::PAYLOAD_VERSION,
+                id,
+                hlc: self.clock.tick(now_ms()),
+                sender: self.card.clone(),
+                recipient: contact.card.identity,
+                body: Body::Receipt(chunk.to_vec()),
+            };
+            let envelope = match crypto::seal(
+                self.identity.msg_secret(),
+                &contact.card.msg_key,
+                &payload.encode(),
+            ) {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    tracing::warn!("cannot seal a receipt for {to}: {e:#}");
+                    return;
+                }
+            };
+            if self.is_online(&peer) {
+                // Not tracked: its answer needs no action.
+                self.swarm.behaviour_mut().dm.send_request(
+                    &peer,
+                    Ok(DmRequest {
+                        envelopes: vec![envelope],
+                    }),
+                );
+            } else {
+                self.deposit_receipt(&contact.card, to, envelope);
             }
         }
     }
@@ -534,7 +616,14 @@ enum Received {
     /// Stored now; with a contact request `(peer_id, name)` if the sender was a stranger.
     New(StoredMessage, Option<(String, String)>),
     /// Already held: ack again, store and show nothing.
-    Duplicate(MessageId),
+    Duplicate {
+        /// The message.
+        id: MessageId,
+        /// Its author's peer id.
+        from: String,
+    },
+    /// A receipt for our own messages, applied; nothing to store.
+    Receipt(MessageId),
     /// Could not store it now; ask the sender to retry.
     Busy,
 }

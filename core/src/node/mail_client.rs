@@ -17,6 +17,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 
 use super::actor::Actor;
+use crate::identity::ContactCard;
 use crate::model::{MessageId, MessageStatus};
 use crate::net::MailboxFrame;
 use crate::wire::{Ack, MAX_MAIL_PAGE, MailboxRequest, MailboxResponse};
@@ -36,6 +37,15 @@ pub(super) enum MailOp {
     Ack { relay: PeerId, next: Option<u64> },
 }
 
+/// What one deposit on the courier carries.
+#[derive(Clone, Debug)]
+enum Deposit {
+    /// One of our messages, for contact `to`.
+    Message { id: MessageId, to: String },
+    /// A receipt for mail we fetched, for its author.
+    Receipt,
+}
+
 /// Client-side mailbox state.
 #[derive(Debug, Default)]
 pub(super) struct MailClient {
@@ -44,8 +54,8 @@ pub(super) struct MailClient {
     pub(super) ops: std::collections::HashMap<OutboundRequestId, MailOp>,
     /// Relays we are fetching from right now.
     fetching: HashSet<PeerId>,
-    /// Deposits on the courier: which message each carries, to whom.
-    deposits: std::collections::HashMap<OutboundRequestId, (MessageId, String)>,
+    /// Deposits on the courier awaiting the relay's answer.
+    deposits: std::collections::HashMap<OutboundRequestId, Deposit>,
     /// Messages deposited this run (so each dial does not deposit them again).
     deposited: HashSet<MessageId>,
     /// Messages waiting to be deposited, per contact, oldest first.
@@ -199,8 +209,10 @@ impl Actor {
             .mail
             .deposits
             .values()
-            .filter(|(_, to)| to == peer)
-            .map(|(id, _)| *id)
+            .filter_map(|d| match d {
+                Deposit::Message { id, to } if to == peer => Some(*id),
+                _ => None,
+            })
             .collect();
         let budget = MAX_DEPOSITS_IN_FLIGHT.saturating_sub(in_flight.len());
         // The outbox is scanned only when this contact's queue has run dry, not on every
@@ -245,10 +257,37 @@ impl Actor {
                         envelope: envelope.clone(),
                     }),
                 );
-                self.mail.deposits.insert(request, (id, peer.to_owned()));
+                self.mail.deposits.insert(
+                    request,
+                    Deposit::Message {
+                        id,
+                        to: peer.to_owned(),
+                    },
+                );
             }
             self.mail.deposited.insert(id);
         }
+    }
+
+    /// Leaves a receipt for `to` at the relays its card lists.
+    pub(super) fn deposit_receipt(&mut self, card: &ContactCard, to: &str, envelope: Vec<u8>) {
+        let relays: Vec<Multiaddr> = card.relays.iter().filter_map(|r| r.parse().ok()).collect();
+        for (relay, addr) in relay_addrs(&relays) {
+            self.courier.add_peer_address(relay, addr);
+            let request = self.courier.behaviour_mut().send_request(
+                &relay,
+                Ok(MailboxRequest::Deposit {
+                    recipient: to.to_owned(),
+                    envelope: envelope.clone(),
+                }),
+            );
+            self.mail.deposits.insert(request, Deposit::Receipt);
+        }
+    }
+
+    /// Deposits still waiting for a relay's answer (shutdown waits for them).
+    pub(super) fn deposits_in_flight(&self) -> usize {
+        self.mail.deposits.len()
     }
 
     pub(super) fn on_courier_event(
@@ -268,7 +307,13 @@ impl Actor {
                 peer,
                 ..
             } => {
-                let Some((id, to)) = self.mail.deposits.remove(&request_id) else {
+                let Some(deposit) = self.mail.deposits.remove(&request_id) else {
+                    return;
+                };
+                let Deposit::Message { id, to } = deposit else {
+                    if !matches!(response, MailboxResponse::Stored) {
+                        tracing::warn!(%peer, "receipt refused: {response:?}");
+                    }
                     return;
                 };
                 match response {
@@ -292,9 +337,13 @@ impl Actor {
                 request_id, error, ..
             } => {
                 // Retried at the next dial of the contact (its backoff paces it).
-                if let Some((id, _)) = self.mail.deposits.remove(&request_id) {
-                    tracing::debug!("deposit failed: {error}");
-                    self.mail.deposited.remove(&id);
+                match self.mail.deposits.remove(&request_id) {
+                    Some(Deposit::Message { id, .. }) => {
+                        tracing::debug!("deposit failed: {error}");
+                        self.mail.deposited.remove(&id);
+                    }
+                    Some(Deposit::Receipt) => tracing::debug!("receipt deposit failed: {error}"),
+                    None => {}
                 }
             }
             _ => {}

@@ -59,7 +59,8 @@ pub struct Config {
     pub cache_bytes: u64,
     /// How long outgoing messages are retried.
     pub message_ttl: Duration,
-    /// Dial known contacts at start (off for one-shot commands such as `bonghwa id`).
+    /// Dial known contacts and bootstrap peers at start (off for one-shot commands such
+    /// as `bonghwa id`).
     pub dial_on_start: bool,
     /// Serve as a relay: relay v2 server and a mailbox with these limits (`bonghwa relay`).
     pub relay: Option<crate::proto::mailbox::Limits>,

@@ -6,7 +6,7 @@
 use bonghwa_core::crypto::MAX_ENVELOPE;
 use bonghwa_core::wire::{MAX_MAILBOX_REQUEST_BYTES, MailboxRequest, MailboxResponse};
 use bonghwa_tests::hostile::{Attacker, frame};
-use bonghwa_tests::process::{Launch, RpcProcess};
+use bonghwa_tests::process::{Launch, RpcProcess, identity_of};
 use bonghwa_tests::relay::RelayProcess;
 use libp2p::identity::Keypair;
 use serde_json::json;
@@ -288,6 +288,70 @@ fn offline_recipient_gets_mail_from_the_relay_and_sender_later_sees_delivered() 
         texts(history),
         expected,
         "nothing shown twice after the direct retry"
+    );
+    Ok(())
+}
+
+/// Alice and Bob are never online at the same time: her messages wait in Bob's mailbox,
+/// his receipt waits in hers, and she sees `delivered` without ever reaching him.
+#[test]
+fn receipts_travel_through_mailboxes_when_the_two_are_never_online_together() -> anyhow::Result<()>
+{
+    const COUNT: usize = 5;
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let relay = RelayProcess::spawn(&bin, &tmp.path().join("relay"), &[])?;
+    let relay_addr = relay.addr();
+    let via_relay = ["--bootstrap", relay_addr.as_str()];
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    // Codes exchanged in person (or over a phone call): neither node is online for it.
+    let bob_card = identity_of(&bin, &bob_dir, &via_relay)?;
+    let alice_card = identity_of(&bin, &alice_dir, &via_relay)?;
+    let bob_id = bob_card["peer_id"].as_str().unwrap_or_default().to_owned();
+    let alice_id = alice_card["peer_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let launch = Launch {
+        args: vec!["--bootstrap".into(), relay_addr.clone()],
+        ..Launch::default()
+    };
+
+    let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
+    alice.call("contact_add", json!({"code": bob_card["contact_code"]}))?;
+    for i in 0..COUNT {
+        alice.call(
+            "send",
+            json!({"to": bob_id, "text": format!("left for you {i}")}),
+        )?;
+    }
+    alice.count_events("held by bob's mailbox", COUNT, |p| {
+        p["kind"] == "message_status" && p["status"] == "sent"
+    })?;
+    assert_eq!(alice.shutdown()?.code(), Some(0));
+
+    let mut bob = RpcProcess::spawn(&bin, "bob", &bob_dir, &launch)?;
+    bob.call("contact_add", json!({"code": alice_card["contact_code"]}))?;
+    bob.count_events("mail from the relay", COUNT, |p| {
+        p["kind"] == "message_received" && p["chat"] == alice_id.as_str()
+    })?;
+    // Shutdown waits for the receipt to be in alice's mailbox.
+    assert_eq!(bob.shutdown()?.code(), Some(0));
+
+    let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;
+    alice.count_events("delivered by receipt", COUNT, |p| {
+        p["kind"] == "message_status" && p["status"] == "delivered"
+    })?;
+    let history = alice.call("messages", json!({"chat": bob_id}))?;
+    let statuses: Vec<&str> = history
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| m["status"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, vec!["delivered"; COUNT]);
+    let peers = alice.call("peers", json!({}))?;
+    assert!(
+        !peers.to_string().contains(&bob_id),
+        "bob was never online with alice: {peers}"
     );
     Ok(())
 }
