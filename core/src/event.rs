@@ -68,6 +68,28 @@ pub enum Event {
         /// The name on their card.
         name: String,
     },
+    /// AutoNAT's verdict on whether others can dial us changed.
+    Reachability {
+        /// `"public"`, `"private"` (behind NAT: reachable only through relays) or `"unknown"`.
+        status: &'static str,
+        /// The address confirmed reachable, when public.
+        addr: Option<String>,
+    },
+    /// A relay accepted (or lost) our reservation: peers can (or no longer can) reach us
+    /// through it.
+    RelayReservation {
+        /// The relay's peer id.
+        peer_id: String,
+        /// Whether we hold a reservation there now.
+        reserved: bool,
+    },
+    /// A hole punch (DCUtR) over a relayed connection finished.
+    HolePunch {
+        /// The peer at the other end.
+        peer_id: String,
+        /// True if a direct connection now exists; false if we stay on the relay.
+        direct: bool,
+    },
     /// This subscriber fell behind and `missed` events were dropped.
     Lagged {
         /// How many.

@@ -5,6 +5,10 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+mod addr_record;
+
+pub use addr_record::{AddrRecord, MAX_RECORD_ADDR_BYTES, MAX_RECORD_ADDRS, MAX_RECORD_BYTES};
+
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};

@@ -27,6 +27,8 @@ pub const DIAL_ERROR: i64 = -32003;
 pub const NOT_FOUND: i64 = -32004;
 /// Too many undelivered messages.
 pub const OUTBOX_FULL: i64 = -32005;
+/// Too much under way (e.g. DHT lookups); try again shortly.
+pub const BUSY: i64 = -32006;
 /// Any other failure inside the node.
 pub const INTERNAL_ERROR: i64 = -32603;
 /// Largest request line accepted, in bytes.
@@ -184,6 +186,7 @@ fn node_error(e: NodeError) -> (i64, String) {
         NodeError::NotFound(_) => NOT_FOUND,
         NodeError::Dial { .. } => DIAL_ERROR,
         NodeError::OutboxFull(_) => OUTBOX_FULL,
+        NodeError::Busy(_) => BUSY,
         _ => INTERNAL_ERROR,
     };
     (code, format!("{e:#}"))
@@ -261,6 +264,7 @@ pub const METHODS: &[&str] = &[
     "connect",
     "peers",
     "relays",
+    "find_peer",
     "nearby",
     "contact_add",
     "contact_accept",
@@ -298,6 +302,11 @@ async fn dispatch(node: &Node, method: &str, raw: Value) -> Outcome {
         "relays" => {
             no_params(method, &raw)?;
             to_value(node.relays().await.map_err(node_error)?)
+        }
+        "find_peer" => {
+            let p: PeerParams = params(method, raw)?;
+            let addrs = node.find_peer(&p.peer_id).await.map_err(node_error)?;
+            Ok(json!({"peer_id": p.peer_id, "addrs": addrs}))
         }
         "nearby" => {
             no_params(method, &raw)?;
@@ -394,6 +403,15 @@ pub fn event_json(event: &Event) -> Value {
         }),
         Event::ContactRequest { peer_id, name } => json!({
             "kind": "contact_request", "peer_id": peer_id, "name": name,
+        }),
+        Event::Reachability { status, addr } => json!({
+            "kind": "reachability", "status": status, "addr": addr,
+        }),
+        Event::RelayReservation { peer_id, reserved } => json!({
+            "kind": "relay_reservation", "peer_id": peer_id, "reserved": reserved,
+        }),
+        Event::HolePunch { peer_id, direct } => json!({
+            "kind": "hole_punch", "peer_id": peer_id, "direct": direct,
         }),
         Event::Lagged { missed } => json!({"kind": "lagged", "missed": missed}),
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, connection_limits, identify, mdns, memory_connection_limits,
-    noise, ping, relay, request_response, tcp, yamux,
+    Multiaddr, StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify, kad, mdns,
+    memory_connection_limits, noise, ping, relay, request_response, tcp, yamux,
 };
 
 pub(crate) use codec::{CardCodec, CardRequest, DmCodec, DmFrame, MailboxCodec, MailboxFrame};
@@ -25,11 +25,15 @@ pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/dm/1");
 pub const CARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/card/1");
 /// A relay's mailbox: deposit sealed envelopes for offline recipients, fetch and ack one's own.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/mailbox/1");
+/// Bonghwa's private Kademlia DHT (relays serve it; clients publish and look up addresses).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/kad/1.0.0");
 /// The identify protocol version string: peers with another value are not Bonghwa nodes.
 pub const IDENTIFY_PROTOCOL: &str = "/bonghwa/1.0.0";
 
 /// Connections in total, and per peer.
 pub const MAX_CONNECTIONS: u32 = 512;
+/// Connections in total on a relay node (each client holding a reservation keeps one).
+pub const RELAY_MAX_CONNECTIONS: u32 = 8_192;
 /// Connections to one peer (TCP + QUIC + a spare while redialling).
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Connections still handshaking, each way.
@@ -43,7 +47,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unused connection to a non-contact stays open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Relay reservations a relay node holds at once (libp2p's default is 128).
-pub const RELAY_MAX_RESERVATIONS: usize = 4_096;
+pub const RELAY_MAX_RESERVATIONS: usize = 8_192;
 /// Relay reservations per peer.
 pub const RELAY_MAX_RESERVATIONS_PER_PEER: usize = 4;
 /// How long a reservation lasts before the client renews it.
@@ -56,6 +60,16 @@ pub const RELAY_MAX_CIRCUITS_PER_PEER: usize = 8;
 pub const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(60 * 60);
 /// ... and carries at most this many bytes each way (chat, not video).
 pub const RELAY_MAX_CIRCUIT_BYTES: u64 = 64 << 20;
+/// Address records a DHT server keeps (each at most [`MAX_DHT_RECORD_BYTES`]).
+pub const MAX_DHT_RECORDS: usize = 65_536;
+/// The largest DHT record value accepted: a signed list of a few addresses.
+pub const MAX_DHT_RECORD_BYTES: usize = 2_048;
+/// How long an address record lives in the DHT without being republished.
+pub const DHT_RECORD_TTL: Duration = Duration::from_secs(2 * 3_600);
+/// How often the DHT republishes our own address record.
+pub const DHT_REPUBLISH: Duration = Duration::from_secs(30 * 60);
+/// How long a DHT query may take.
+pub const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a node speaks, composed.
 #[derive(NetworkBehaviour)]
@@ -69,6 +83,10 @@ pub(crate) struct Behaviour {
     pub(crate) card: request_response::Behaviour<CardCodec>,
     pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
     pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) keep_alive: keep_alive::Behaviour,
 }
 
@@ -94,7 +112,7 @@ pub enum NetError {
 pub(crate) struct Roles {
     /// Find peers on the LAN.
     pub(crate) mdns: bool,
-    /// Be a relay: relay v2 server and mailbox.
+    /// Be a relay: relay v2 server, mailbox and DHT server.
     pub(crate) relay: bool,
 }
 
@@ -119,6 +137,46 @@ fn relay_config() -> relay::Config {
     }
 }
 
+/// AutoNAT: probes start soon after start and repeat while the answer is unsure.
+/// Private addresses are allowed, so that a relay on a LAN or in a test network can
+/// answer (libp2p's default trusts only global addresses).
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(5),
+        retry_interval: Duration::from_secs(30),
+        refresh_interval: Duration::from_secs(15 * 60),
+        throttle_server_period: Duration::from_secs(15),
+        only_global_ips: false,
+        ..autonat::Config::default()
+    }
+}
+
+/// Kademlia on [`KAD_PROTOCOL`]: records are filtered (a DHT server stores only signed
+/// address records that verify), sized, and expire unless republished.
+fn kad_behaviour(peer_id: libp2p::PeerId, server: bool) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config
+        .set_record_ttl(Some(DHT_RECORD_TTL))
+        .set_publication_interval(Some(DHT_REPUBLISH))
+        .set_record_filtering(kad::StoreInserts::FilterBoth)
+        .set_query_timeout(DHT_QUERY_TIMEOUT);
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_records: MAX_DHT_RECORDS,
+            max_value_bytes: MAX_DHT_RECORD_BYTES,
+            max_providers_per_key: 0,
+            max_provided_keys: 0,
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, config);
+    // Relays always serve; clients serve only once AutoNAT confirms a public address.
+    if server {
+        kad.set_mode(Some(kad::Mode::Server));
+    }
+    kad
+}
+
 /// Builds the swarm for `identity` with the given roles.
 pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Behaviour>, NetError> {
     let mdns = roles.mdns;
@@ -135,7 +193,9 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
         .with_quic()
         .with_dns()
         .map_err(|e| transport_err(&e))?
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mdns = if mdns {
                 Some(mdns::tokio::Behaviour::new(
@@ -146,8 +206,13 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
                 None
             };
             let rr_config = rr_config();
+            let max_connections = if roles.relay {
+                RELAY_MAX_CONNECTIONS
+            } else {
+                MAX_CONNECTIONS
+            };
             let limits = connection_limits::ConnectionLimits::default()
-                .with_max_established(Some(MAX_CONNECTIONS))
+                .with_max_established(Some(max_connections))
                 .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
                 .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
                 .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
@@ -187,6 +252,10 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
                         .relay
                         .then(|| relay::Behaviour::new(peer_id, relay_config())),
                 ),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: autonat::Behaviour::new(peer_id, autonat_config()),
+                kad: kad_behaviour(peer_id, roles.relay),
                 keep_alive: keep_alive::Behaviour::default(),
             })
         })

@@ -12,6 +12,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{broadcast, mpsc};
 
 use super::mail_client::{MailClient, relay_addrs};
+use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
 use crate::event::{Event, Via};
 use crate::identity::{self, ContactCard, Identity};
@@ -92,7 +93,7 @@ pub(super) struct Actor {
     /// Where each peer was last reachable (identify, mDNS, our own dials, earlier runs).
     /// Dials always offer these, so an address survives a failed dial attempt.
     addr_book: BTreeMap<PeerId, Vec<Multiaddr>>,
-    bootstrap: Vec<Multiaddr>,
+    pub(super) bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
     /// The mailbox's bookkeeping, on relay nodes only.
     pub(super) mailbox: Option<Mailbox>,
@@ -100,6 +101,8 @@ pub(super) struct Actor {
     pub(super) courier: net::Courier,
     /// Our relays, our fetches and deposits.
     pub(super) mail: MailClient,
+    /// Relay reservations, NAT status, DHT lookups.
+    pub(super) reach: Reach,
     /// Shutting down: who to answer, and when to stop waiting for deposits in flight.
     stopping: Option<(Reply<()>, u64)>,
 }
@@ -229,6 +232,7 @@ impl Actor {
             courier: net::build_courier()?,
             mail: MailClient::new(relays),
             stopping: None,
+            reach: Reach::new(roles.relay),
         };
         actor.restore_mailbox()?;
         actor.resume()?;
@@ -274,6 +278,7 @@ impl Actor {
             let outputs = self.outbox.handle(outbox::Input::Queued(entry), now);
             self.apply_outbox(outputs);
         }
+        self.start_reach(self.dial_on_start);
         Ok(())
     }
 
@@ -288,6 +293,7 @@ impl Actor {
                 self.outbox.next_wakeup(),
                 self.mailbox.as_ref().and_then(Mailbox::next_expiry),
                 self.stopping.as_ref().map(|(_, deadline)| *deadline),
+                self.reach.next_wakeup(),
             ]
             .into_iter()
             .flatten()
@@ -319,6 +325,7 @@ impl Actor {
                     let outputs = self.outbox.handle(outbox::Input::Tick, now_ms());
                     self.apply_outbox(outputs);
                     self.expire_mail();
+                    self.reach_tick();
                 }
             }
         }
@@ -379,6 +386,7 @@ impl Actor {
             Command::Relays(reply) => {
                 let _ = reply.send(Ok(self.relays()));
             }
+            Command::FindPeer(peer, reply) => self.find_peer(peer, reply),
             Command::Nearby(reply) => {
                 let _ = reply.send(Ok(self.nearby_list()));
             }
@@ -439,6 +447,7 @@ impl Actor {
                 .iter()
                 .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
                 .collect(),
+            reachability: self.reach.nat.status,
         }
     }
 
@@ -454,6 +463,10 @@ impl Actor {
     }
 
     fn connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        if let (Some(Protocol::P2p(peer)), 1) = (addr.iter().last(), addr.iter().count()) {
+            self.connect_by_id(addr, peer, reply);
+            return;
+        }
         let opts = match addr.iter().last() {
             Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
                 .addresses(vec![addr.clone()])
@@ -565,9 +578,24 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Mailbox(event)) => self.on_mailbox_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                self.on_relay_client_event(event);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_dcutr_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
                 self.listen_addrs.insert(address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                tracing::debug!(?listener_id, ?reason, "listener closed");
+                self.on_listener_closed(listener_id);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.remove(&address);
@@ -593,6 +621,7 @@ impl Actor {
                     .addrs
                     .insert(connection_id, addr);
                 self.card_on_connect(peer_id);
+                self.reach_on_connect(peer_id, connection_id);
                 if num_established.get() == 1 {
                     tracing::info!(%peer_id, "connected");
                     self.emit(Event::PeerConnected {
@@ -639,6 +668,7 @@ impl Actor {
                 } else {
                     tracing::debug!(?peer_id, "dial failed: {error}");
                 }
+                self.reach_on_dial_failure(connection_id);
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!("incoming connection failed: {error}");
@@ -663,6 +693,9 @@ impl Actor {
             .collect();
         for addr in &addrs {
             self.learn_addr(peer_id, addr.clone());
+        }
+        if info.protocols.contains(&net::KAD_PROTOCOL) {
+            self.learn_dht_server(peer_id, &addrs);
         }
         let serves_mailbox = info.protocols.contains(&net::MAILBOX_PROTOCOL);
         self.maybe_fetch_mail(peer_id, serves_mailbox);
@@ -870,7 +903,7 @@ impl Actor {
     }
 
     /// Adds an address to the book (newest first, a few per peer, a bounded number of peers).
-    fn learn_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+    pub(super) fn learn_addr(&mut self, peer: PeerId, addr: Multiaddr) {
         if !self.addr_book.contains_key(&peer) && self.addr_book.len() >= MAX_ADDR_BOOK_PEERS {
             return;
         }
@@ -881,16 +914,23 @@ impl Actor {
         self.swarm.add_peer_address(peer, addr);
     }
 
-    /// Dials a peer by id, offering every address we know for it.
-    pub(super) fn dial_peer(&mut self, peer: PeerId) {
-        let addrs = self.addr_book.get(&peer).cloned().unwrap_or_default();
-        let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .extend_addresses_through_behaviour()
-            .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, "cannot dial: {e}");
-        }
+    /// Every address we know for `peer`, newest first.
+    pub(super) fn known_dial_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.addr_book.get(peer).cloned().unwrap_or_default()
+    }
+
+    /// Our listen addresses.
+    pub(super) fn listen_addrs(&self) -> impl Iterator<Item = &Multiaddr> {
+        self.listen_addrs.iter()
+    }
+
+    /// Answers `reply` when connection `id` (being dialled) opens or fails.
+    pub(super) fn await_connection(
+        &mut self,
+        id: ConnectionId,
+        waiter: (Multiaddr, Reply<PeerId>),
+    ) {
+        self.pending_connect.insert(id, waiter);
     }
 
     /// Keeps a contact's connections open (or stops doing so).

@@ -181,6 +181,7 @@ impl Actor {
                 peer_id: peer.to_string(),
                 addr: addr.to_string(),
                 connected: self.is_online(peer),
+                reserved: self.reach.is_reserved(peer),
                 mailbox: match self.mail.fetched.get(peer) {
                     Some(true) => "ok",
                     Some(false) => "failed",

@@ -8,6 +8,7 @@
 mod actor;
 mod direct;
 mod mail_client;
+mod reach;
 mod relay;
 mod types;
 
@@ -127,6 +128,9 @@ pub enum NodeError {
     /// The outbox is full; wait until queued messages are delivered.
     #[error("too many undelivered messages ({0}); wait until some are delivered")]
     OutboxFull(usize),
+    /// Too much is under way already; try again shortly.
+    #[error("busy: {0}; try again shortly")]
+    Busy(String),
 }
 
 /// The result type of node operations.
@@ -142,6 +146,7 @@ pub(crate) enum Command {
     Connect(Multiaddr, Reply<PeerId>),
     Peers(Reply<Vec<PeerInfo>>),
     Relays(Reply<Vec<RelayInfo>>),
+    FindPeer(PeerId, Reply<Vec<String>>),
     Nearby(Reply<Vec<NearbyPeer>>),
     ContactAdd {
         code: String,
@@ -271,7 +276,14 @@ impl Node {
         self.ask(|r| Command::SetName(name.to_owned(), r)).await
     }
 
-    /// Dials `addr` and returns the peer id that answered.
+    /// The addresses `peer` published in the DHT (a lookup through our relays).
+    pub async fn find_peer(&self, peer: &str) -> NodeResult<Vec<String>> {
+        let peer = parse_peer(peer)?;
+        self.ask(|r| Command::FindPeer(peer, r)).await
+    }
+
+    /// Dials `addr` and returns the peer id that answered. An address that is only
+    /// `/p2p/<peer id>` is looked up in the DHT first.
     pub async fn connect(&self, addr: &str) -> NodeResult<PeerId> {
         let parsed: Multiaddr = addr.parse().map_err(|e| {
             NodeError::InvalidArgument(format!(

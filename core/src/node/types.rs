@@ -17,6 +17,9 @@ pub struct IdentityInfo {
     pub contact_code: String,
     /// Addresses we listen on (with `/p2p/<peer id>` appended, ready to `connect` to).
     pub addrs: Vec<String>,
+    /// Whether others can dial us, as AutoNAT sees it: `"public"`, `"private"` (behind NAT,
+    /// reachable through relays) or `"unknown"` (not yet probed).
+    pub reachability: &'static str,
 }
 
 /// `peers`: one connected peer.
@@ -42,6 +45,8 @@ pub struct RelayInfo {
     pub addr: String,
     /// Whether we hold a connection to it now.
     pub connected: bool,
+    /// Whether it holds a reservation for us: others can reach us through it.
+    pub reserved: bool,
     /// Our mailbox there: `"ok"` after a successful fetch, `"failed"` if the last fetch
     /// was refused or failed, `"unknown"` before the first.
     pub mailbox: &'static str,

@@ -266,11 +266,14 @@ fn offline_recipient_gets_mail_from_the_relay_and_sender_later_sees_delivered() 
     };
     let history = bob.call("messages", json!({"chat": alice_id, "limit": 1000}))?;
     assert_eq!(texts(history), expected, "in order, each once");
+    bob.wait_event("a reservation at the relay", |p| {
+        p["kind"] == "relay_reservation" && p["reserved"] == true
+    })?;
     let relays = bob.call("relays", json!({}))?;
     assert_eq!(
         relays,
         json!([{"peer_id": relay.peer_id(), "addr": relay.addr(), "connected": true,
-                "mailbox": "ok"}])
+                "reserved": true, "mailbox": "ok"}])
     );
 
     let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &launch)?;

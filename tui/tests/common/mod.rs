@@ -47,6 +47,7 @@ pub(crate) fn world(width: u16, height: u16) -> App {
         name: "지우".into(),
         contact_code: "BH1TESTCODE".into(),
         addrs: vec![],
+        reachability: "unknown",
     }));
     app.update(Action::Contacts(vec![
         ContactInfo {

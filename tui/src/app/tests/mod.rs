@@ -83,6 +83,7 @@ fn started() -> App {
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
+        reachability: "unknown",
     }));
     app.update(Action::Contacts(vec![
         contact(MINJI, "민지"),
@@ -114,6 +115,7 @@ fn starting_loads_everything_and_shows_who_we_are() {
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
+        reachability: "unknown",
     }));
     assert!(!app.activity.starting);
     assert_eq!(app.me.as_ref().map(|m| m.name.as_str()), Some("me"));
@@ -325,6 +327,7 @@ fn sending_without_an_open_chat_is_a_readable_error() {
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
+        reachability: "unknown",
     }));
     type_text(&mut app, "hello?");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
