@@ -83,6 +83,11 @@ pub enum Event {
         /// Whether we hold a reservation there now.
         reserved: bool,
     },
+    /// Our signed address record is in the DHT: anyone who knows our peer id can find us.
+    AddressesPublished {
+        /// The addresses it lists.
+        addrs: Vec<String>,
+    },
     /// A hole punch (DCUtR) over a relayed connection finished.
     HolePunch {
         /// The peer at the other end.

@@ -410,6 +410,9 @@ pub fn event_json(event: &Event) -> Value {
         Event::RelayReservation { peer_id, reserved } => json!({
             "kind": "relay_reservation", "peer_id": peer_id, "reserved": reserved,
         }),
+        Event::AddressesPublished { addrs } => json!({
+            "kind": "addresses_published", "addrs": addrs,
+        }),
         Event::HolePunch { peer_id, direct } => json!({
             "kind": "hole_punch", "peer_id": peer_id, "direct": direct,
         }),

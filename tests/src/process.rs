@@ -263,6 +263,37 @@ impl RpcProcess {
         }
     }
 
+    /// The next event matching `pred` if one arrives within `within` (the backlog first);
+    /// `None` if none did. For waiting on whichever of several nodes reports first.
+    pub fn try_event(
+        &mut self,
+        within: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<Option<Value>> {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|n| n["method"] == "event" && pred(&n["params"]))
+        {
+            return Ok(self.backlog.remove(i).map(|n| n["params"].clone()));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => bail!("{}: exited", self.name),
+            };
+            if line["method"] == "event" && pred(&line["params"]) {
+                return Ok(Some(line["params"].clone()));
+            }
+            if line.get("method").is_some() {
+                self.backlog.push_back(line);
+            }
+        }
+    }
+
     /// Waits until `count` event notifications matching `pred` have arrived (the backlog
     /// counts too), in one pass: for benchmarks, where thousands of events stream by.
     /// Matching events are consumed; others stay in the backlog.

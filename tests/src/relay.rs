@@ -21,17 +21,39 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     /// Starts `bin relay` on loopback with mDNS off (host namespace) and waits for its line.
-    /// `args` go after `relay` (its own flags).
+    /// `args` go after `relay` (its own flags, and global ones such as `--bootstrap`).
     pub fn spawn(bin: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_in(bin, data_dir, None, &["/ip4/127.0.0.1/tcp/0"], args)
+    }
+
+    /// Starts `bin relay` inside network namespace `netns` (or the host's, with `None`),
+    /// listening on `listen`, mDNS off.
+    pub fn spawn_in(
+        bin: &Path,
+        data_dir: &Path,
+        netns: Option<&str>,
+        listen: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(data_dir.with_extension("log"))?;
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "relay"])
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        command.arg("--data-dir").arg(data_dir).arg("--no-mdns");
+        for addr in listen {
+            command.args(["--listen", addr]);
+        }
+        let mut child = command
+            .arg("relay")
             .args(args)
             .env("RUST_LOG", "info,bonghwa_core=debug")
             .stdin(Stdio::null())

@@ -82,6 +82,8 @@ pub(super) struct Reach {
     /// Direct dials to contacts: if one fails, the relays are tried.
     direct_dials: HashMap<ConnectionId, PeerId>,
     publish_due: Option<u64>,
+    /// The addresses in the record being published.
+    publishing: Vec<String>,
     /// Whether the DHT has been bootstrapped (once a DHT server is known).
     bootstrapped: bool,
 }
@@ -457,7 +459,12 @@ impl Actor {
                     self.on_record_found(id, &found.record);
                 }
                 QueryResult::GetRecord(_) => self.finish_lookup(id),
-                QueryResult::PutRecord(Ok(_)) => tracing::info!("address record published"),
+                QueryResult::PutRecord(Ok(_)) => {
+                    tracing::info!("address record published");
+                    self.emit(Event::AddressesPublished {
+                        addrs: self.reach.publishing.clone(),
+                    });
+                }
                 QueryResult::PutRecord(Err(e)) => {
                     tracing::info!("address record not published: {e}");
                     self.reach
@@ -589,6 +596,7 @@ impl Actor {
             return;
         }
         let record = self.identity.addr_record(&addrs, now_ms());
+        self.reach.publishing = record.addrs.clone();
         let record = Record::new(RecordKey::new(&AddrRecord::key_for(&me)), record.encode());
         if let Err(e) = self
             .swarm
