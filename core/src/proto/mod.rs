@@ -6,3 +6,4 @@
 pub mod mailbox;
 pub mod outbox;
 pub mod rate;
+pub mod sync;
