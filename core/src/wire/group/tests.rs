@@ -228,7 +228,8 @@ fn distributions_refuse_foreign_or_forged_ops() {
     let key = SenderKey::generate().unwrap();
     let (other_group, other_create) = create_op(&bob());
     assert_ne!(group, other_group);
-    let mut foreign = SenderKeyDistribution::build(group, key.state(), &[create.clone()]);
+    let mut foreign =
+        SenderKeyDistribution::build(group, key.state(), std::slice::from_ref(&create));
     foreign[0].ops.push(other_create);
     assert!(SenderKeyDistribution::decode(&foreign[0].encode()).is_err());
     let mut forged = SenderKeyDistribution::build(group, key.state(), &[create]);
