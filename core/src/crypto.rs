@@ -12,6 +12,8 @@
 //! arrive later as version 2 without breaking stored history. The plaintext is padded to a
 //! size bucket before sealing so that lengths leak only the bucket.
 
+pub mod group;
+
 use snow::params::NoiseParams;
 
 /// The envelope format this build writes: Noise X, padded plaintext.

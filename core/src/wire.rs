@@ -4,6 +4,8 @@
 //! checks every count and size against a named limit before trusting it: a length field is
 //! a claim, never an allocation size.
 
+pub mod group;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::MAX_ENVELOPE;

@@ -1,0 +1,241 @@
+//! Group membership as a deterministic fold of signed ops, sans-IO.
+//!
+//! Members learn membership ops in any order (over gossip, inside sender-key
+//! distributions, through history sync). Each member keeps the **set** of valid ops it has
+//! seen and folds it in `(hlc, op id)` order, so any two members holding the same ops
+//! compute the same members, whatever order the ops arrived in. The rules of the fold:
+//!
+//! - the first `Create` founds the group (only the key the group id derives from can sign
+//!   one, see [`SignedOp::verify`]); every op before it, and every later `Create`, is
+//!   ignored;
+//! - only a current member may `Add` or `Remove`; an op whose author is not a member at
+//!   that point is ignored, so a removed member's later ops change nothing;
+//! - `Leave` removes its author; `Add` beyond [`MAX_MEMBERS`] is ignored.
+//!
+//! After each change the machine tells us what to do with **our** sender key: share it
+//! with new members, rotate it when someone left or was removed (so they cannot read on),
+//! start one when we joined, or drop it when we are out.
+//!
+//! Known limit: the order is the authors' HLC claims. A removed member could sign an op
+//! with a backdated HLC that sorts before its removal, and it would count. Closing that
+//! needs ops that name their causal predecessors; until then, clients should show
+//! membership changes so people notice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::crypto::group::GroupId;
+use crate::model::Hlc;
+use crate::wire::WireError;
+use crate::wire::group::{MAX_MEMBERS, MembershipOp, OpId, SignedOp};
+
+/// Most ops one group may accumulate; past this, new ops are refused (make a new group).
+pub const MAX_OPS: usize = 4_096;
+
+/// Why an op was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// The op is for another group.
+    #[error("membership op is for another group")]
+    WrongGroup,
+    /// The op breaks a limit or its signature does not verify.
+    #[error("membership op refused: {0}")]
+    Invalid(#[from] WireError),
+    /// The group already holds [`MAX_OPS`] ops.
+    #[error("the group has reached its limit of {MAX_OPS} membership changes")]
+    TooManyOps,
+}
+
+/// The folded state of a group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupState {
+    /// The name from the founding `Create`; `None` until it is known.
+    pub name: Option<String>,
+    /// Who founded the group.
+    pub creator: Option<[u8; 32]>,
+    /// Current members' identity keys, in key order.
+    pub members: BTreeSet<[u8; 32]>,
+}
+
+/// What to do with our own sender key after a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyAction {
+    /// Nothing changed for us.
+    None,
+    /// New members joined: send them our current key (they read from now on).
+    Share {
+        /// Members to send our current key to.
+        to: Vec<[u8; 32]>,
+    },
+    /// Someone left or was removed: make a new generation and send it to every remaining
+    /// member (`to`), so the departed cannot read what follows.
+    Rotate {
+        /// All members except us.
+        to: Vec<[u8; 32]>,
+    },
+    /// We are a member now (we founded the group or were added): make our first key and
+    /// send it to every other member.
+    Start {
+        /// All members except us.
+        to: Vec<[u8; 32]>,
+    },
+    /// We are no longer a member: drop our key and the group's receiver chains, and leave
+    /// the topic.
+    Stop,
+}
+
+/// The effect of taking one or more ops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// Members who joined.
+    pub added: Vec<[u8; 32]>,
+    /// Members who left or were removed: drop their receiver chains.
+    pub removed: Vec<[u8; 32]>,
+    /// What to do with our sender key.
+    pub key: KeyAction,
+}
+
+impl Change {
+    fn none() -> Self {
+        Self {
+            added: Vec::new(),
+            removed: Vec::new(),
+            key: KeyAction::None,
+        }
+    }
+}
+
+/// One group's membership as seen by one member (`me`).
+#[derive(Clone, Debug)]
+pub struct Membership {
+    group_id: GroupId,
+    me: [u8; 32],
+    ops: BTreeMap<(Hlc, OpId), SignedOp>,
+    state: GroupState,
+}
+
+impl Membership {
+    /// An empty membership for `group_id`, seen by the member with identity key `me`.
+    pub fn new(group_id: GroupId, me: [u8; 32]) -> Self {
+        Self {
+            group_id,
+            me,
+            ops: BTreeMap::new(),
+            state: GroupState::default(),
+        }
+    }
+
+    /// The group.
+    pub fn group_id(&self) -> &GroupId {
+        &self.group_id
+    }
+
+    /// The folded state.
+    pub fn state(&self) -> &GroupState {
+        &self.state
+    }
+
+    /// Whether `key` is a member now (and so may speak and change membership).
+    pub fn is_member(&self, key: &[u8; 32]) -> bool {
+        self.state.members.contains(key)
+    }
+
+    /// The ops held, in fold order: what to persist, and what a distribution carries.
+    pub fn ops(&self) -> impl Iterator<Item = &SignedOp> {
+        self.ops.values()
+    }
+
+    /// Verifies and takes one op; a repeat changes nothing.
+    pub fn apply(&mut self, op: SignedOp) -> Result<Change, MembershipError> {
+        self.apply_all([op])
+    }
+
+    /// Verifies and takes several ops at once (a distribution's ops, a restore from the
+    /// store). All or nothing: if any op is invalid, none is taken.
+    pub fn apply_all(
+        &mut self,
+        ops: impl IntoIterator<Item = SignedOp>,
+    ) -> Result<Change, MembershipError> {
+        let mut fresh = BTreeMap::new();
+        for op in ops {
+            if op.group_id != self.group_id {
+                return Err(MembershipError::WrongGroup);
+            }
+            let key = (op.hlc, op.id());
+            if self.ops.contains_key(&key) || fresh.contains_key(&key) {
+                continue;
+            }
+            op.verify()?;
+            fresh.insert(key, op);
+            if self.ops.len() + fresh.len() > MAX_OPS {
+                return Err(MembershipError::TooManyOps);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Change::none());
+        }
+        self.ops.extend(fresh);
+        let before = std::mem::replace(&mut self.state, fold(self.ops.values()));
+        Ok(self.diff(&before))
+    }
+
+    fn diff(&self, before: &GroupState) -> Change {
+        let after = &self.state.members;
+        let added: Vec<[u8; 32]> = after.difference(&before.members).copied().collect();
+        let removed: Vec<[u8; 32]> = before.members.difference(after).copied().collect();
+        let others = || after.iter().filter(|m| **m != self.me).copied().collect();
+        let key = match (before.members.contains(&self.me), after.contains(&self.me)) {
+            (true, false) => KeyAction::Stop,
+            (false, false) => KeyAction::None,
+            (false, true) => KeyAction::Start { to: others() },
+            (true, true) if !removed.is_empty() => KeyAction::Rotate { to: others() },
+            (true, true) if !added.is_empty() => KeyAction::Share { to: added.clone() },
+            (true, true) => KeyAction::None,
+        };
+        Change {
+            added,
+            removed,
+            key,
+        }
+    }
+}
+
+/// Folds ops, given in `(hlc, op id)` order, into a state. Pure and total: invalid steps
+/// are skipped, never errors, so every member skips the same ones.
+fn fold<'a>(ops: impl IntoIterator<Item = &'a SignedOp>) -> GroupState {
+    let mut state = GroupState::default();
+    for signed in ops {
+        let author = signed.author;
+        match &signed.op {
+            MembershipOp::Create { name, members, .. } => {
+                if state.creator.is_some() {
+                    continue;
+                }
+                state.creator = Some(author);
+                state.name = Some(name.clone());
+                state.members.insert(author);
+                for member in members {
+                    if state.members.len() < MAX_MEMBERS {
+                        state.members.insert(*member);
+                    }
+                }
+            }
+            _ if !state.members.contains(&author) => {}
+            MembershipOp::Add { member } => {
+                if state.members.len() < MAX_MEMBERS {
+                    state.members.insert(*member);
+                }
+            }
+            MembershipOp::Remove { member } => {
+                state.members.remove(member);
+            }
+            MembershipOp::Leave => {
+                state.members.remove(&author);
+            }
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests;
