@@ -99,3 +99,170 @@ impl Drop for Lan {
         }
     }
 }
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Two homes behind their own NAT routers, and a relay on the "public" segment:
+///
+/// ```text
+///   alice 10.77.101.2 ── 10.77.101.1 [router A] 10.77.100.2 ──┐
+///                                                              ├─ bridge ── relay 10.77.100.1
+///   bob   10.77.102.2 ── 10.77.102.1 [router B] 10.77.100.3 ──┘
+/// ```
+///
+/// Each router masquerades its home behind its public address (iptables MASQUERADE) and
+/// drops new connections coming in from the public side, as home routers do. Neither home
+/// has a route to the other, so Alice and Bob cannot dial each other directly.
+/// Dropping it deletes every namespace (and with them the links and rules).
+pub struct Nat {
+    /// The relay's namespace (public segment).
+    pub public: String,
+    /// Alice's and Bob's namespaces.
+    pub homes: [String; 2],
+    routers: [String; 2],
+    /// The relay's address.
+    pub relay_ip: &'static str,
+    /// Alice's and Bob's private addresses.
+    pub home_ips: [&'static str; 2],
+}
+
+impl Nat {
+    pub fn create() -> anyhow::Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}n{n}", std::process::id() % 10_000);
+        let ns = |role: &str| format!("bh-{tag}-{role}");
+        let nat = Self {
+            public: ns("pub"),
+            homes: [ns("alice"), ns("bob")],
+            routers: [ns("ra"), ns("rb")],
+            relay_ip: "10.77.100.1",
+            home_ips: ["10.77.101.2", "10.77.102.2"],
+        };
+        // Created one by one so that a failure half-way still cleans up (Drop).
+        for name in [&nat.public, &nat.homes[0], &nat.homes[1]]
+            .into_iter()
+            .chain(&nat.routers)
+        {
+            ip(&["netns", "add", name])?;
+            ip(&["-n", name, "link", "set", "lo", "up"])?;
+        }
+        let public = nat.public.as_str();
+        ip(&["-n", public, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", public, "addr", "add", "10.77.100.1/24", "dev", "br0"])?;
+        ip(&["-n", public, "link", "set", "br0", "up"])?;
+        for (i, side) in ["a", "b"].iter().enumerate() {
+            let router = nat.routers[i].as_str();
+            let home = nat.homes[i].as_str();
+            let subnet = 101 + i;
+            // Router's public leg, plugged into the bridge.
+            let (wan, port) = (format!("bh{tag}{side}w"), format!("bh{tag}{side}p"));
+            ip(&["link", "add", &wan, "type", "veth", "peer", "name", &port])?;
+            ip(&["link", "set", &wan, "netns", router])?;
+            ip(&["link", "set", &port, "netns", public])?;
+            ip(&["-n", public, "link", "set", &port, "master", "br0", "up"])?;
+            let wan_ip = format!("10.77.100.{}/24", 2 + i);
+            ip(&["-n", router, "addr", "add", &wan_ip, "dev", &wan])?;
+            ip(&["-n", router, "link", "set", &wan, "up"])?;
+            // The home link.
+            let (lan, host) = (format!("bh{tag}{side}l"), format!("bh{tag}{side}h"));
+            ip(&["link", "add", &lan, "type", "veth", "peer", "name", &host])?;
+            ip(&["link", "set", &lan, "netns", router])?;
+            ip(&["link", "set", &host, "netns", home])?;
+            let gateway = format!("10.77.{subnet}.1");
+            ip(&[
+                "-n",
+                router,
+                "addr",
+                "add",
+                &format!("{gateway}/24"),
+                "dev",
+                &lan,
+            ])?;
+            ip(&["-n", router, "link", "set", &lan, "up"])?;
+            let home_ip = format!("{}/24", nat.home_ips[i]);
+            ip(&["-n", home, "addr", "add", &home_ip, "dev", &host])?;
+            ip(&["-n", home, "link", "set", &host, "up"])?;
+            ip(&["-n", home, "route", "add", "default", "via", &gateway])?;
+            // Forward, masquerade outgoing, refuse unsolicited incoming.
+            let exec = ["netns", "exec", router];
+            let sysctl = [&exec[..], &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]].concat();
+            run("ip", &sysctl)?;
+            let masquerade = [
+                &exec[..],
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    &wan,
+                    "-j",
+                    "MASQUERADE",
+                ],
+            ]
+            .concat();
+            run("ip", &masquerade)?;
+            let no_inbound = [
+                &exec[..],
+                &[
+                    "iptables",
+                    "-A",
+                    "FORWARD",
+                    "-i",
+                    &wan,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "NEW,INVALID",
+                    "-j",
+                    "DROP",
+                ],
+            ]
+            .concat();
+            run("ip", &no_inbound)?;
+        }
+        Ok(nat)
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        for name in [&self.public, &self.homes[0], &self.homes[1]]
+            .into_iter()
+            .chain(&self.routers)
+        {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// Whether `iptables` can be run (the NAT scenario needs it). In CI its absence is a
+/// failure; elsewhere the caller skips, loudly.
+pub fn iptables_available(test: &str) -> bool {
+    if Command::new("iptables")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: iptables is required in CI (.ci/run installs it)");
+    }
+    eprintln!("\n!!!!!!!! SKIPPING {test}: iptables is not installed. CI runs it. !!!!!!!!\n");
+    false
+}

@@ -6,7 +6,9 @@
 mod direct;
 mod hostile;
 mod lan;
+mod nat;
 mod persistence;
+mod reach;
 mod relay;
 mod rpc_cli;
 
