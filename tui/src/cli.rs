@@ -57,22 +57,29 @@ pub enum Command {
     /// Headless relay node for a small always-on machine: relays connections for peers
     /// behind NAT (relay v2) and holds sealed mail for offline recipients (a mailbox).
     ///
-    /// Prints one JSON line, {"peer_id", "addrs"}, once it listens; give those addresses
-    /// to clients as --bootstrap. Logs go to stderr. SIGTERM or SIGINT flushes and exits 0.
+    /// It also serves the DHT (/bonghwa/kad/1.0.0) that clients use to find each other
+    /// by peer id. Prints one JSON line, {"peer_id", "addrs"}, once it listens; give those
+    /// addresses to clients as --bootstrap. Logs go to stderr. SIGTERM or SIGINT flushes
+    /// and exits 0.
     Relay {
         /// The public address others reach this relay at (repeatable), e.g.
         /// /ip4/203.0.113.7/tcp/4001.
         #[arg(long, value_name = "MULTIADDR")]
         external_addr: Vec<Multiaddr>,
-        /// Days that unfetched mail is kept.
-        #[arg(long, value_name = "DAYS", default_value_t = 7)]
-        mail_days: u64,
-        /// Megabytes of mail held for one recipient.
-        #[arg(long, value_name = "MB", default_value_t = 64)]
-        mail_mb_per_recipient: u64,
-        /// Megabytes of mail held in total.
-        #[arg(long, value_name = "MB", default_value_t = 4096)]
-        mail_mb_total: u64,
+        /// Days that unfetched mail is kept [default: 7].
+        #[arg(long, value_name = "DAYS")]
+        mail_days: Option<u64>,
+        /// Megabytes of mail held for one recipient [default: 64].
+        #[arg(long, value_name = "MB")]
+        mail_mb_per_recipient: Option<u64>,
+        /// Megabytes of mail held in total [default: 4096].
+        #[arg(long, value_name = "MB")]
+        mail_mb_total: Option<u64>,
+        /// A TOML file with any of: data_dir, listen, bootstrap, external_addr, mail_days,
+        /// mail_mb_per_recipient, mail_mb_total (same meaning as the flags; a flag given on
+        /// the command line wins). Unknown keys are an error.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print this node's identity (peer id, name, contact code) and exit.
     Id {
@@ -181,15 +188,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mail_days,
             mail_mb_per_recipient,
             mail_mb_total,
+            config: file,
         }) => {
-            let mut config = cli.node_config()?;
-            config.external_addrs = external_addr.clone();
-            config.relay = Some(bonghwa_core::proto::mailbox::Limits {
-                ttl_ms: mail_days.saturating_mul(24 * 3_600_000),
-                per_recipient_bytes: mail_mb_per_recipient.saturating_mul(1 << 20),
-                total_bytes: mail_mb_total.saturating_mul(1 << 20),
-                ..Default::default()
-            });
+            let file = match file {
+                Some(path) => crate::relay_cmd::RelayFile::load(path)?,
+                None => crate::relay_cmd::RelayFile::default(),
+            };
+            let flags = crate::relay_cmd::RelayFlags {
+                external_addr: external_addr.clone(),
+                mail_days: *mail_days,
+                mail_mb_per_recipient: *mail_mb_per_recipient,
+                mail_mb_total: *mail_mb_total,
+            };
+            let config = file.apply(&cli, &flags)?;
             crate::relay_cmd::run(config).await
         }
         None => crate::chat_ui::run(cli.node_config()?).await,

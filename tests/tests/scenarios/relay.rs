@@ -149,11 +149,11 @@ async fn quotas_and_oversized_deposits_are_refused_and_the_relay_keeps_serving()
 -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let bin = crate::node_bin();
-    let relay = RelayProcess::spawn(
-        &bin,
-        &tmp.path().join("relay"),
-        &["--mail-mb-per-recipient", "1"],
-    )?;
+    // The quota comes from a config file, as a service manager would set it.
+    let config = tmp.path().join("relay.toml");
+    std::fs::write(&config, "mail_mb_per_recipient = 1\nmail_days = 7\n")?;
+    let config = config.display().to_string();
+    let relay = RelayProcess::spawn(&bin, &tmp.path().join("relay"), &["--config", &config])?;
     let bob_id = Keypair::generate_ed25519().public().to_peer_id();
     let carol_id = Keypair::generate_ed25519().public().to_peer_id();
     let (mut flooder, relay_id) = client(Keypair::generate_ed25519(), &relay).await?;
