@@ -58,6 +58,15 @@ fn peers_behind_separate_nats_talk_through_the_relay_and_try_a_hole_punch() -> a
     alice.wait_event("alice's reservation", reserved)?;
     bob.wait_event("bob's reservation", reserved)?;
 
+    // AutoNAT: the relay cannot dial back into either home.
+    for node in [&mut alice, &mut bob] {
+        let verdict = node.wait_event("reachability", |p| {
+            p["kind"] == "reachability" && p["status"] != "unknown"
+        })?;
+        assert_eq!(verdict["status"], "private", "{}: {verdict}", node.name);
+        assert_eq!(node.call("identity", json!({}))?["reachability"], "private");
+    }
+
     // The homes cannot reach each other directly.
     let bob_direct = format!(
         "/ip4/{}/tcp/{}/p2p/{bob_id}",

@@ -37,6 +37,11 @@ fn a_client_that_knows_only_a_peer_id_finds_and_reaches_that_peer_through_the_dh
     let mut c2 = RpcProcess::spawn(&bin, "c2", &tmp.path().join("c2"), &via(&r2))?;
     let mut c3 = RpcProcess::spawn(&bin, "c3", &tmp.path().join("c3"), &via(&r3))?;
     let mut c4 = RpcProcess::spawn(&bin, "c4", &tmp.path().join("c4"), &via(&r2))?;
+    // On loopback nothing stands in the way: AutoNAT (the relay dialling back) says public.
+    let verdict = c1.wait_event("reachability", |p| {
+        p["kind"] == "reachability" && p["status"] != "unknown"
+    })?;
+    assert_eq!(verdict["status"], "public", "{verdict}");
     let c1_record = published(&mut c1)?;
     published(&mut c3)?;
     published(&mut c2)?;
