@@ -206,6 +206,14 @@ impl Actor {
                 other => tracing::debug!(?other, "event before ready"),
             }
         }
+        // A relay tells its clients where it is reachable; without --external-addr, its own
+        // listen addresses (a relay does not probe itself through its clients: see
+        // `net::autonat_config`).
+        if roles.relay && config.external_addrs.is_empty() {
+            for addr in &listen_addrs {
+                swarm.add_external_address(addr.clone());
+            }
+        }
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
         let mut actor = Self {
             swarm,

@@ -55,13 +55,8 @@ fn a_client_that_knows_only_a_peer_id_finds_and_reaches_that_peer_through_the_dh
         found["addrs"].to_string().contains(&c1_listen),
         "c1 listens on {c1_listen}; the DHT said {found}, c1 published {c1_record}"
     );
-    assert!(
-        c3.call("peers", json!({}))?
-            .to_string()
-            .find(&c1.peer_id())
-            .is_none(),
-        "not connected before the lookup"
-    );
+    // (c3 may already hold a connection to c1: once AutoNAT finds c1 public, c1 serves the
+    // DHT too and c3's own queries can reach it. What matters is that the record found it.)
     // And reaches it with nothing but the peer id.
     let connected = c3.call("connect", json!({"addr": format!("/p2p/{}", c1.peer_id())}))?;
     assert_eq!(connected["peer_id"], c1.peer_id().as_str());
