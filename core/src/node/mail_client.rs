@@ -202,7 +202,7 @@ impl Actor {
             .iter()
             .filter_map(|r| r.parse().ok())
             .collect();
-        let relays = relay_addrs(&relays);
+        let relays = self.courier_relays(&relays);
         if relays.is_empty() {
             return;
         }
@@ -249,8 +249,7 @@ impl Actor {
                     continue;
                 }
             };
-            for (relay, addr) in &relays {
-                self.courier.add_peer_address(*relay, addr.clone());
+            for relay in &relays {
                 let request = self.courier.behaviour_mut().send_request(
                     relay,
                     Ok(MailboxRequest::Deposit {
@@ -270,11 +269,23 @@ impl Actor {
         }
     }
 
+    /// The distinct relays among a card's relay addresses, each with all its addresses
+    /// given to the courier (a relay listed over TCP and QUIC gets one deposit, not two).
+    fn courier_relays(&mut self, addrs: &[Multiaddr]) -> Vec<PeerId> {
+        let mut relays: Vec<PeerId> = Vec::new();
+        for (relay, addr) in relay_addrs(addrs) {
+            self.courier.add_peer_address(relay, addr);
+            if !relays.contains(&relay) {
+                relays.push(relay);
+            }
+        }
+        relays
+    }
+
     /// Leaves a receipt for `to` at the relays its card lists.
     pub(super) fn deposit_receipt(&mut self, card: &ContactCard, to: &str, envelope: Vec<u8>) {
         let relays: Vec<Multiaddr> = card.relays.iter().filter_map(|r| r.parse().ok()).collect();
-        for (relay, addr) in relay_addrs(&relays) {
-            self.courier.add_peer_address(relay, addr);
+        for relay in self.courier_relays(&relays) {
             let request = self.courier.behaviour_mut().send_request(
                 &relay,
                 Ok(MailboxRequest::Deposit {
