@@ -92,6 +92,11 @@ struct CardBody<'a> {
 }
 
 impl ContactCard {
+    /// The relay addresses the card lists that parse as multiaddrs.
+    pub fn relay_multiaddrs(&self) -> Vec<libp2p::Multiaddr> {
+        self.relays.iter().filter_map(|r| r.parse().ok()).collect()
+    }
+
     fn body_bytes(&self) -> Vec<u8> {
         let body = CardBody {
             identity: &self.identity,

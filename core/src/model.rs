@@ -24,16 +24,26 @@ impl MessageId {
 
     /// Lower-case hex, the form used in JSON.
     pub fn to_hex(&self) -> String {
-        data_encoding::HEXLOWER.encode(&self.0)
+        hex32(&self.0)
     }
 
     /// Parses the lower- or upper-case hex form; `None` for anything else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(text.as_bytes())
-            .ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        parse_hex32(text).map(Self)
     }
+}
+
+/// 32 bytes as lower-case hex (message and group ids in JSON).
+pub(crate) fn hex32(bytes: &[u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+/// 64 hex digits (either case) as 32 bytes; `None` for anything else.
+pub(crate) fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()?;
+    bytes.try_into().ok()
 }
 
 impl fmt::Debug for MessageId {

@@ -12,18 +12,7 @@ use anyhow::{Context, bail};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run("ip", args)
 }
 
 /// Whether this process can create network namespaces. In CI (`CI=true`) a missing

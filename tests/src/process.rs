@@ -324,6 +324,21 @@ impl RpcProcess {
         Ok(())
     }
 
+    /// Sends `text` to `to` and waits until `to` has received it (from us, with that text)
+    /// and we see it `delivered`; returns its id.
+    pub fn send_and_wait(&mut self, to: &mut RpcProcess, text: &str) -> anyhow::Result<String> {
+        let (me, them) = (self.peer_id(), to.peer_id());
+        let sent = self.call("send", json!({"to": them, "text": text}))?;
+        let id = sent["id"].as_str().unwrap_or_default().to_owned();
+        to.wait_event(&format!("{text:?} from {}", self.name), |p| {
+            p["kind"] == "message_received"
+                && p["message"]["from"] == me.as_str()
+                && p["message"]["text"] == text
+        })?;
+        self.wait_status(&them, &id, "delivered")?;
+        Ok(id)
+    }
+
     /// Waits until message `id` has `status` (checked in the history first).
     pub fn wait_status(&mut self, chat: &str, id: &str, status: &str) -> anyhow::Result<()> {
         let history = self.call("messages", json!({"chat": chat, "limit": 1000}))?;

@@ -136,15 +136,12 @@ impl GroupId {
 
     /// Lower-case hex, the form used in JSON.
     pub fn to_hex(&self) -> String {
-        data_encoding::HEXLOWER.encode(&self.0)
+        crate::model::hex32(&self.0)
     }
 
     /// Parses the hex form; `None` for anything else.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(text.as_bytes())
-            .ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        crate::model::parse_hex32(text).map(Self)
     }
 }
 

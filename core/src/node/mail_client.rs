@@ -196,13 +196,7 @@ impl Actor {
         let Ok(Some(contact)) = self.store.contact(peer) else {
             return;
         };
-        let relays: Vec<Multiaddr> = contact
-            .card
-            .relays
-            .iter()
-            .filter_map(|r| r.parse().ok())
-            .collect();
-        let relays = self.courier_relays(&relays);
+        let relays = self.courier_relays(&contact.card.relay_multiaddrs());
         if relays.is_empty() {
             return;
         }
@@ -284,8 +278,7 @@ impl Actor {
 
     /// Leaves a receipt for `to` at the relays its card lists.
     pub(super) fn deposit_receipt(&mut self, card: &ContactCard, to: &str, envelope: Vec<u8>) {
-        let relays: Vec<Multiaddr> = card.relays.iter().filter_map(|r| r.parse().ok()).collect();
-        for relay in self.courier_relays(&relays) {
+        for relay in self.courier_relays(&card.relay_multiaddrs()) {
             let request = self.courier.behaviour_mut().send_request(
                 &relay,
                 Ok(MailboxRequest::Deposit {

@@ -343,13 +343,7 @@ impl Actor {
         let Ok(Some(contact)) = self.store.contact(&peer.to_string()) else {
             return;
         };
-        let relays: Vec<Multiaddr> = contact
-            .card
-            .relays
-            .iter()
-            .filter_map(|r| r.parse().ok())
-            .collect();
-        let circuits: Vec<Multiaddr> = relay_addrs(&relays)
+        let circuits: Vec<Multiaddr> = relay_addrs(&contact.card.relay_multiaddrs())
             .into_iter()
             .filter(|(relay, _)| *relay != self.identity.peer_id())
             .map(|(_, addr)| addr.with(Protocol::P2pCircuit).with(Protocol::P2p(peer)))

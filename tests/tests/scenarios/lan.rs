@@ -57,27 +57,8 @@ fn lan_peers_find_each_other_by_mdns_and_chat() -> anyhow::Result<()> {
     alice.call("contact_add", json!({"code": bob_seen["contact_code"]}))?;
     bob.call("contact_add", json!({"code": alice_seen["contact_code"]}))?;
 
-    let sent = alice.call(
-        "send",
-        json!({"to": bob_id, "text": "LAN only, no internet"}),
-    )?;
-    let got = bob.wait_event("alice's message", |p| p["kind"] == "message_received")?;
-    assert_eq!(got["message"]["text"], "LAN only, no internet");
-    assert_eq!(got["message"]["from"], alice_id.as_str());
-    alice.wait_status(
-        &bob_id,
-        sent["id"].as_str().unwrap_or_default(),
-        "delivered",
-    )?;
-
-    let reply = bob.call("send", json!({"to": alice_id, "text": "받았어요"}))?;
-    let got = alice.wait_event("bob's reply", |p| p["kind"] == "message_received")?;
-    assert_eq!(got["message"]["text"], "받았어요");
-    bob.wait_status(
-        &alice_id,
-        reply["id"].as_str().unwrap_or_default(),
-        "delivered",
-    )?;
+    alice.send_and_wait(&mut bob, "LAN only, no internet")?;
+    bob.send_and_wait(&mut alice, "받았어요")?;
 
     // The connection is over the LAN link, not loopback.
     let peers = alice.call("peers", json!({}))?;

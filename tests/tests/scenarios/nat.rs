@@ -53,7 +53,7 @@ fn peers_behind_separate_nats_talk_through_the_relay_and_try_a_hole_punch() -> a
         &launch(&nat.homes[0]),
     )?;
     let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch(&nat.homes[1]))?;
-    let (alice_id, bob_id) = (alice.peer_id(), bob.peer_id());
+    let bob_id = bob.peer_id();
     let reserved = |p: &Value| p["kind"] == "relay_reservation" && p["reserved"] == true;
     alice.wait_event("alice's reservation", reserved)?;
     bob.wait_event("bob's reservation", reserved)?;
@@ -82,22 +82,8 @@ fn peers_behind_separate_nats_talk_through_the_relay_and_try_a_hole_punch() -> a
     // Codes exchanged out of band; they list the relay as each one's mailbox.
     alice.call("contact_add", json!({"code": bob.code()}))?;
     bob.call("contact_add", json!({"code": alice.code()}))?;
-    let sent = alice.call(
-        "send",
-        json!({"to": bob_id, "text": "안녕, through the relay"}),
-    )?;
-    let got = bob.wait_event("alice's message", |p| p["kind"] == "message_received")?;
-    assert_eq!(got["message"]["text"], "안녕, through the relay");
-    let id = sent["id"].as_str().unwrap_or_default();
-    alice.wait_status(&bob_id, id, "delivered")?;
-    let reply = bob.call("send", json!({"to": alice_id, "text": "got it"}))?;
-    let got = alice.wait_event("bob's reply", |p| p["kind"] == "message_received")?;
-    assert_eq!(got["message"]["text"], "got it");
-    bob.wait_status(
-        &alice_id,
-        reply["id"].as_str().unwrap_or_default(),
-        "delivered",
-    )?;
+    alice.send_and_wait(&mut bob, "안녕, through the relay")?;
+    bob.send_and_wait(&mut alice, "got it")?;
 
     // The connection went through the relay circuit (unless a hole punch already made a
     // direct one next to it).
@@ -130,12 +116,7 @@ fn peers_behind_separate_nats_talk_through_the_relay_and_try_a_hole_punch() -> a
         peers
     );
     // Either way, messages still flow.
-    let after = alice.call("send", json!({"to": bob_id, "text": "still here"}))?;
-    alice.wait_status(
-        &bob_id,
-        after["id"].as_str().unwrap_or_default(),
-        "delivered",
-    )?;
+    alice.send_and_wait(&mut bob, "still here")?;
     alice.shutdown()?;
     bob.shutdown()?;
     drop(relay);
