@@ -51,6 +51,8 @@ pub struct App {
     pub online: BTreeMap<String, Via>,
     /// LAN peers with a card.
     pub nearby: Vec<NearbyPeer>,
+    /// Relays that hold a reservation for us (others behind NAT can reach us through them).
+    pub reserved_relays: BTreeSet<String>,
     /// Who takes typing.
     pub focus: Focus,
     /// The panel over the chat.
@@ -84,6 +86,7 @@ impl App {
             history_complete: BTreeSet::new(),
             online: BTreeMap::new(),
             nearby: Vec::new(),
+            reserved_relays: BTreeSet::new(),
             focus: Focus::Composer,
             panel: None,
             composer: Composer::default(),

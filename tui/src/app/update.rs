@@ -243,6 +243,20 @@ impl App {
                 Vec::new()
             }
             Event::PeerDiscovered { .. } => vec![Effect::LoadNearby],
+            Event::Reachability { status, .. } => {
+                if let Some(me) = &mut self.me {
+                    me.reachability = status;
+                }
+                Vec::new()
+            }
+            Event::RelayReservation { peer_id, reserved } => {
+                if reserved {
+                    self.reserved_relays.insert(peer_id);
+                } else {
+                    self.reserved_relays.remove(&peer_id);
+                }
+                Vec::new()
+            }
             Event::ContactRequest { name, .. } => {
                 self.info(format!(
                     "{name} wants to chat: open their chat and press y to accept or x to refuse"

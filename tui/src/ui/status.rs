@@ -52,7 +52,38 @@ pub fn connectivity(app: &App) -> String {
     };
     let direct = app.online.values().filter(|v| **v == Via::Direct).count();
     let relay = app.online.values().filter(|v| **v == Via::Relay).count();
-    format!("{lan} · direct {direct} · relay {relay}")
+    format!(
+        "{lan} · direct {direct} · relay {relay}{}",
+        reach(app, false)
+    )
+}
+
+/// Whether others can reach us (AutoNAT's verdict, and relays holding a slot for us);
+/// empty while nothing is known.
+pub fn reach(app: &App, compact: bool) -> String {
+    let status = app.me.as_ref().map_or("unknown", |m| m.reachability);
+    let slots = app.reserved_relays.len();
+    let verdict = match (status, compact) {
+        ("public", false) => Some("reachable"),
+        ("private", false) => Some("behind NAT"),
+        ("public", true) => Some("pub"),
+        ("private", true) => Some("NAT"),
+        _ => None,
+    };
+    let mut out = String::new();
+    if let Some(verdict) = verdict {
+        out.push_str(if compact { " " } else { " · " });
+        out.push_str(verdict);
+    }
+    if slots > 0 {
+        if compact {
+            out.push_str(&format!(" S{slots}"));
+        } else {
+            let s = if slots == 1 { "" } else { "s" };
+            out.push_str(&format!(" · via {slots} relay{s}"));
+        }
+    }
+    out
 }
 
 /// The one-line status bar.
@@ -82,7 +113,7 @@ impl Widget for StatusBar<'_> {
         } else {
             "L-".to_owned()
         };
-        let compact = format!("{lan} D{direct} R{relay}");
+        let compact = format!("{lan} D{direct} R{relay}{}", reach(app, true));
         let busy = activity(app);
         let candidates = [
             format!(" │ {peers} │ {full} │ {busy}"),

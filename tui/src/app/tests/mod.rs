@@ -514,6 +514,39 @@ fn peers_come_and_go() {
 }
 
 #[test]
+fn the_status_bar_says_whether_others_can_reach_us() {
+    let mut app = started();
+    let relay = "12D3KooWRelay";
+    assert_eq!(
+        crate::ui::status::reach(&app, false),
+        "",
+        "nothing known yet"
+    );
+    app.update(Action::Node(Event::Reachability {
+        status: "private",
+        addr: None,
+    }));
+    app.update(Action::Node(Event::RelayReservation {
+        peer_id: relay.into(),
+        reserved: true,
+    }));
+    assert_eq!(
+        crate::ui::status::connectivity(&app),
+        "LAN 0 · direct 0 · relay 0 · behind NAT · via 1 relay"
+    );
+    assert_eq!(crate::ui::status::reach(&app, true), " NAT S1");
+    app.update(Action::Node(Event::RelayReservation {
+        peer_id: relay.into(),
+        reserved: false,
+    }));
+    app.update(Action::Node(Event::Reachability {
+        status: "public",
+        addr: Some("/ip4/203.0.113.7/tcp/4001".into()),
+    }));
+    assert_eq!(crate::ui::status::reach(&app, false), " · reachable");
+}
+
+#[test]
 fn lagging_reloads_everything() {
     let mut app = started();
     let effects = app.update(Action::Node(Event::Lagged { missed: 10 }));
