@@ -78,6 +78,18 @@ impl Hlc {
         out[8..].copy_from_slice(&self.counter.to_be_bytes());
         out
     }
+
+    /// The inverse of [`Hlc::to_be_bytes`].
+    pub fn from_be_bytes(bytes: [u8; 12]) -> Self {
+        let mut ms = [0u8; 8];
+        ms.copy_from_slice(&bytes[..8]);
+        let mut counter = [0u8; 4];
+        counter.copy_from_slice(&bytes[8..]);
+        Self {
+            ms: u64::from_be_bytes(ms),
+            counter: u32::from_be_bytes(counter),
+        }
+    }
 }
 
 /// The clock that stamps new messages; it moves forward past every timestamp it receives.

@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
                 status_change_of_last_message_shows_in_chat_list,
                 outbox_entries_are_added_replaced_and_removed,
                 mail_is_held_per_recipient_in_seq_order,
+                group_logs_dedup_and_list_in_hlc_order,
                 contacts_are_added_replaced_and_listed_by_peer_id,
                 settings_are_saved_and_replaced,
                 empty_store_has_nothing,
@@ -429,6 +430,30 @@ pub(super) fn mail_is_held_per_recipient_in_seq_order(store: &dyn Store) {
     store.mail_remove(BOB, 99).unwrap();
     assert_eq!(store.mail(BOB, 2).unwrap(), None);
     assert_eq!(store.mail_all().unwrap().len(), 3);
+}
+
+pub(super) fn group_logs_dedup_and_list_in_hlc_order(store: &dyn Store) {
+    let (g1, g2) = ("a".repeat(64), "b".repeat(64));
+    let at = |ms: u64| Hlc { ms, counter: 0 };
+    assert!(store.group_item_put(&g1, at(20), &id(1), b"one").unwrap());
+    assert!(store.group_item_put(&g1, at(10), &id(2), b"two").unwrap());
+    assert!(store.group_item_put(&g2, at(5), &id(3), b"other").unwrap());
+    // Same id again (even with another time): nothing changes.
+    assert!(!store.group_item_put(&g1, at(1), &id(1), b"forged").unwrap());
+    assert_eq!(
+        store.group_items(&g1).unwrap(),
+        vec![(at(10), id(2)), (at(20), id(1))]
+    );
+    assert_eq!(
+        store.group_item(&g1, &id(1)).unwrap(),
+        Some(b"one".to_vec())
+    );
+    assert_eq!(
+        store.group_item(&g1, &id(3)).unwrap(),
+        None,
+        "another group's"
+    );
+    assert_eq!(store.group_items(&g2).unwrap(), vec![(at(5), id(3))]);
 }
 
 pub(super) fn contacts_are_added_replaced_and_listed_by_peer_id(store: &dyn Store) {

@@ -30,6 +30,10 @@ struct Maps {
     chat_meta: BTreeMap<String, ChatMeta>,
     outbox: BTreeMap<MessageId, OutboxEntry>,
     mail: BTreeMap<(String, u64), HeldMail>,
+    /// Group logs: group, then HLC, then id.
+    group_log: BTreeMap<(String, Hlc, MessageId), Vec<u8>>,
+    /// Where each group item lives in `group_log`.
+    group_index: BTreeMap<(String, MessageId), Hlc>,
 }
 
 impl MemoryStore {
@@ -206,6 +210,42 @@ impl Store for MemoryStore {
 
     fn mail_all(&self) -> StoreResult<Vec<HeldMail>> {
         Ok(self.maps().mail.values().cloned().collect())
+    }
+
+    fn group_item_put(
+        &self,
+        group: &str,
+        hlc: Hlc,
+        id: &MessageId,
+        item: &[u8],
+    ) -> StoreResult<bool> {
+        let mut maps = self.maps();
+        let index = (group.to_owned(), *id);
+        if maps.group_index.contains_key(&index) {
+            return Ok(false);
+        }
+        maps.group_index.insert(index, hlc);
+        maps.group_log
+            .insert((group.to_owned(), hlc, *id), item.to_vec());
+        Ok(true)
+    }
+
+    fn group_item(&self, group: &str, id: &MessageId) -> StoreResult<Option<Vec<u8>>> {
+        let maps = self.maps();
+        let Some(hlc) = maps.group_index.get(&(group.to_owned(), *id)) else {
+            return Ok(None);
+        };
+        Ok(maps.group_log.get(&(group.to_owned(), *hlc, *id)).cloned())
+    }
+
+    fn group_items(&self, group: &str) -> StoreResult<Vec<(Hlc, MessageId)>> {
+        Ok(self
+            .maps()
+            .group_log
+            .keys()
+            .filter(|(g, _, _)| g == group)
+            .map(|(_, hlc, id)| (*hlc, *id))
+            .collect())
     }
 
     fn flush(&self) -> StoreResult<()> {

@@ -119,6 +119,20 @@ pub trait Store: Send + 'static {
     /// Every held envelope, by recipient then seq (read once at start).
     fn mail_all(&self) -> StoreResult<Vec<HeldMail>>;
 
+    /// Adds an item (opaque bytes) to a group's log unless one with the same id is there;
+    /// `false` (and nothing changed) for a duplicate.
+    fn group_item_put(
+        &self,
+        group: &str,
+        hlc: Hlc,
+        id: &MessageId,
+        item: &[u8],
+    ) -> StoreResult<bool>;
+    /// One item of a group's log.
+    fn group_item(&self, group: &str, id: &MessageId) -> StoreResult<Option<Vec<u8>>>;
+    /// The (HLC, id) of every item in a group's log, in that order (what sync reconciles).
+    fn group_items(&self, group: &str) -> StoreResult<Vec<(Hlc, MessageId)>>;
+
     /// Makes every write so far durable (fsync). Call before acknowledging anything.
     fn flush(&self) -> StoreResult<()>;
 }

@@ -40,6 +40,8 @@ const MSG_INDEX: &str = "msg_index";
 const CHAT_META: &str = "chat_meta";
 const OUTBOX: &str = "outbox";
 const MAIL: &str = "mail";
+const GROUP_LOG: &str = "group_log";
+const GROUP_INDEX: &str = "group_index";
 const META: &str = "meta";
 /// Key in the `meta` tree under which the schema version lives.
 const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -86,6 +88,10 @@ pub struct SledStore {
     chat_meta: sled::Tree,
     outbox: sled::Tree,
     mail: sled::Tree,
+    /// Group logs keyed `group ‖ 0 ‖ HLC ‖ id`, so one group's log is one range in order.
+    group_log: sled::Tree,
+    /// `group ‖ 0 ‖ id` → HLC: where an item lives in `group_log`; also the dedup set.
+    group_index: sled::Tree,
     meta: sled::Tree,
     /// Completed flushes; the lock also keeps two flushes from racing on the mark file.
     flushes: Mutex<u64>,
@@ -166,6 +172,8 @@ impl SledStore {
             chat_meta: tree(CHAT_META)?,
             outbox: tree(OUTBOX)?,
             mail: tree(MAIL)?,
+            group_log: tree(GROUP_LOG)?,
+            group_index: tree(GROUP_INDEX)?,
             meta,
             flushes: Mutex::new(flushes),
             db,
@@ -439,6 +447,70 @@ impl Store for SledStore {
         self.all(&self.mail, "mail")
     }
 
+    fn group_item_put(
+        &self,
+        group: &str,
+        hlc: Hlc,
+        id: &MessageId,
+        item: &[u8],
+    ) -> StoreResult<bool> {
+        let index_key = group_index_key(group, id);
+        let log_key = message_key(group, hlc, id);
+        let result = (&self.group_index, &self.group_log).transaction(|(index, log)| {
+            if index.get(&index_key)?.is_some() {
+                return Ok(false);
+            }
+            index.insert(index_key.as_slice(), &hlc.to_be_bytes()[..])?;
+            log.insert(log_key.as_slice(), item)?;
+            Ok(true)
+        });
+        result.map_err(|err: sled::transaction::TransactionError<()>| match err {
+            sled::transaction::TransactionError::Storage(err) => self.storage_error(err),
+            sled::transaction::TransactionError::Abort(()) => {
+                StoreError::Io("group log transaction aborted".into())
+            }
+        })
+    }
+
+    fn group_item(&self, group: &str, id: &MessageId) -> StoreResult<Option<Vec<u8>>> {
+        let Some(hlc) = self
+            .group_index
+            .get(group_index_key(group, id))
+            .map_err(|err| self.storage_error(err))?
+        else {
+            return Ok(None);
+        };
+        let hlc = <[u8; 12]>::try_from(hlc.as_ref()).map_err(|_| StoreError::Decode {
+            what: "group index",
+        })?;
+        let item = self
+            .group_log
+            .get(message_key(group, Hlc::from_be_bytes(hlc), id))
+            .map_err(|err| self.storage_error(err))?;
+        Ok(item.map(|v| v.to_vec()))
+    }
+
+    fn group_items(&self, group: &str) -> StoreResult<Vec<(Hlc, MessageId)>> {
+        let mut prefix = group.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.group_log.scan_prefix(&prefix) {
+            let (key, _) = entry.map_err(|err| self.storage_error(err))?;
+            let suffix = key
+                .get(prefix.len()..)
+                .filter(|s| s.len() == KEY_SUFFIX_LEN)
+                .ok_or(StoreError::Decode {
+                    what: "group log key",
+                })?;
+            let mut hlc = [0u8; 12];
+            hlc.copy_from_slice(&suffix[..12]);
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&suffix[12..]);
+            out.push((Hlc::from_be_bytes(hlc), MessageId(id)));
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> StoreResult<()> {
         let mut flushes = self.flushes.lock().unwrap_or_else(PoisonError::into_inner);
         let next = *flushes + 1;
@@ -465,6 +537,15 @@ fn mail_key(recipient: &str, seq: u64) -> Vec<u8> {
 }
 
 /// Where a message lives in the `messages` tree.
+/// Where a group item's HLC is found: `group ‖ 0 ‖ id`.
+fn group_index_key(group: &str, id: &MessageId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group.len() + 33);
+    key.extend_from_slice(group.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&id.0);
+    key
+}
+
 fn message_key(chat: &str, hlc: Hlc, id: &MessageId) -> Vec<u8> {
     let mut key = Vec::with_capacity(chat.len() + 1 + KEY_SUFFIX_LEN);
     key.extend_from_slice(chat.as_bytes());
