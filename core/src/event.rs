@@ -95,6 +95,11 @@ pub enum Event {
         /// True if a direct connection now exists; false if we stay on the relay.
         direct: bool,
     },
+    /// A group we are in was created, joined, or changed members.
+    GroupChanged {
+        /// The group id.
+        group: String,
+    },
     /// This subscriber fell behind and `missed` events were dropped.
     Lagged {
         /// How many.

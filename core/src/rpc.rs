@@ -232,6 +232,27 @@ struct ContactAddParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct GroupCreateParams {
+    name: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupMemberParams {
+    group: String,
+    member: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupParams {
+    group: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PeerParams {
     peer_id: String,
 }
@@ -265,6 +286,11 @@ pub const METHODS: &[&str] = &[
     "peers",
     "relays",
     "find_peer",
+    "group_create",
+    "group_add",
+    "group_remove",
+    "group_leave",
+    "group_members",
     "nearby",
     "contact_add",
     "contact_accept",
@@ -302,6 +328,34 @@ async fn dispatch(node: &Node, method: &str, raw: Value) -> Outcome {
         "relays" => {
             no_params(method, &raw)?;
             to_value(node.relays().await.map_err(node_error)?)
+        }
+        "group_create" => {
+            let p: GroupCreateParams = params(method, raw)?;
+            let id = node
+                .group_create(&p.name, &p.members)
+                .await
+                .map_err(node_error)?;
+            Ok(json!({"group_id": id}))
+        }
+        "group_add" | "group_remove" => {
+            let p: GroupMemberParams = params(method, raw)?;
+            let result = if method == "group_add" {
+                node.group_add(&p.group, &p.member).await
+            } else {
+                node.group_remove(&p.group, &p.member).await
+            };
+            result.map_err(node_error)?;
+            Ok(Value::Null)
+        }
+        "group_leave" => {
+            let p: GroupParams = params(method, raw)?;
+            node.group_leave(&p.group).await.map_err(node_error)?;
+            Ok(Value::Null)
+        }
+        "group_members" => {
+            let p: GroupParams = params(method, raw)?;
+            let members = node.group_members(&p.group).await.map_err(node_error)?;
+            Ok(json!(members))
         }
         "find_peer" => {
             let p: PeerParams = params(method, raw)?;
@@ -416,6 +470,7 @@ pub fn event_json(event: &Event) -> Value {
         Event::HolePunch { peer_id, direct } => json!({
             "kind": "hole_punch", "peer_id": peer_id, "direct": direct,
         }),
+        Event::GroupChanged { group } => json!({"kind": "group_changed", "group": group}),
         Event::Lagged { missed } => json!({"kind": "lagged", "missed": missed}),
     }
 }

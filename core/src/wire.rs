@@ -18,6 +18,8 @@ pub const PAYLOAD_VERSION: u8 = 1;
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 /// Message ids one receipt acknowledges at most (a fetched mail page is smaller).
 pub const MAX_RECEIPT_IDS: usize = 256;
+/// Log items one group invite carries at most.
+pub const MAX_INVITE_ITEMS: usize = 512;
 /// Most envelopes in one `/bonghwa/dm/1` request.
 pub const MAX_BATCH: usize = 64;
 /// Largest `/bonghwa/dm/1` request frame.
@@ -86,6 +88,10 @@ pub enum Body {
     /// from a relay, sent back directly or through the sender's mailboxes, so the sender sees
     /// `delivered` even when the two are never online together. At most [`MAX_RECEIPT_IDS`].
     Receipt(Vec<MessageId>),
+    /// "You are in this group": the group's log so far without its chat messages (ops,
+    /// cards, keys; encoded [`group::LogItem`]s), at most [`MAX_INVITE_ITEMS`]. The rest
+    /// comes by sync from any member.
+    GroupInvite(Vec<Vec<u8>>),
 }
 
 impl DmPayload {
@@ -114,6 +120,10 @@ impl DmPayload {
                 return Err(WireError::Limit("receipt lists too many messages"));
             }
             Body::Receipt(_) => {}
+            Body::GroupInvite(items) if items.len() > MAX_INVITE_ITEMS => {
+                return Err(WireError::Limit("group invite carries too many items"));
+            }
+            Body::GroupInvite(_) => {}
         }
         payload
             .sender

@@ -329,7 +329,7 @@ fn open_with(
 /// What a member shares so others can read its messages from now on: the chain key at
 /// `iteration` of `generation`. It rides in a `SenderKeyDistribution` over the pairwise
 /// channel, never over gossip.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainState {
     /// Which chain: bumped on every rotation.
     pub generation: u32,
@@ -349,7 +349,7 @@ impl std::fmt::Debug for ChainState {
 }
 
 /// Our own sending chain in one group.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderKey {
     state: ChainState,
 }
@@ -438,7 +438,7 @@ impl SenderKey {
 }
 
 /// One generation of a sender's chain as a receiver holds it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Chain {
     generation: u32,
     /// The next iteration we can derive.
@@ -499,7 +499,7 @@ impl Chain {
 
 /// Another member's sending chain as we hold it: the current generation, plus the previous
 /// one so messages sent just before a rotation still open. Older generations are dropped.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiverChain {
     current: Chain,
     previous: Option<Chain>,

@@ -12,6 +12,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 
 use crate::identity::ContactCard;
+use crate::wire::group::{MAX_SYNC_FRAME_BYTES, SyncRequest, SyncResponse};
 use crate::wire::{
     self, DmRequest, DmResponse, MAX_CARD_BYTES, MAX_DM_REQUEST_BYTES, MAX_DM_RESPONSE_BYTES,
     MAX_MAILBOX_REQUEST_BYTES, MAX_MAILBOX_RESPONSE_BYTES, MailboxRequest, MailboxResponse,
@@ -182,6 +183,33 @@ impl Framed for Mailbox {
         MailboxResponse::decode(bytes)
     }
 }
+
+/// `/bonghwa/sync/1`: group history repair (reconcile, fetch, push).
+pub(crate) struct Sync;
+
+impl Framed for Sync {
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+    const REQUEST_LIMIT: usize = MAX_SYNC_FRAME_BYTES;
+    const RESPONSE_LIMIT: usize = MAX_SYNC_FRAME_BYTES;
+    fn encode_request(request: &SyncRequest) -> Vec<u8> {
+        request.encode()
+    }
+    fn decode_request(bytes: &[u8]) -> Result<SyncRequest, wire::WireError> {
+        SyncRequest::decode(bytes)
+    }
+    fn encode_response(response: &SyncResponse) -> Vec<u8> {
+        response.encode()
+    }
+    fn decode_response(bytes: &[u8]) -> Result<SyncResponse, wire::WireError> {
+        SyncResponse::decode(bytes)
+    }
+}
+
+/// Codec for `/bonghwa/sync/1`.
+pub(crate) type SyncCodec = FramedCodec<Sync>;
+/// An inbound sync request, or why its frame was refused.
+pub(crate) type SyncFrame = Result<SyncRequest, String>;
 
 /// Codec for `/bonghwa/dm/1`.
 pub(crate) type DmCodec = FramedCodec<Dm>;

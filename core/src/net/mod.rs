@@ -12,11 +12,13 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, autonat, connection_limits, dcutr, identify, kad, mdns,
-    memory_connection_limits, noise, ping, relay, request_response, tcp, yamux,
+    Multiaddr, StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    mdns, memory_connection_limits, noise, ping, relay, request_response, tcp, yamux,
 };
 
-pub(crate) use codec::{CardCodec, CardRequest, DmCodec, DmFrame, MailboxCodec, MailboxFrame};
+pub(crate) use codec::{
+    CardCodec, CardRequest, DmCodec, DmFrame, MailboxCodec, MailboxFrame, SyncCodec, SyncFrame,
+};
 
 use crate::identity::Identity;
 
@@ -26,6 +28,14 @@ pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/dm/1");
 pub const CARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/card/1");
 /// A relay's mailbox: deposit sealed envelopes for offline recipients, fetch and ack one's own.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/mailbox/1");
+/// Group history repair: reconcile the sets of log items, fetch and push what differs.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/sync/1");
+/// Topics one peer may subscribe to (and in one request) before gossipsub ignores the rest
+/// (libp2p's `MaxCountSubscriptionFilter` default is 100: too few for a relay or for
+/// someone in many groups).
+pub const MAX_TOPICS_PER_PEER: usize = 4_096;
+/// Bytes of one gossip message: a group log item plus framing.
+pub const MAX_GOSSIP_BYTES: usize = 64 * 1024 + 1024;
 /// Bonghwa's private Kademlia DHT (relays serve it; clients publish and look up addresses).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/kad/1.0.0");
 /// The identify protocol version string: peers with another value are not Bonghwa nodes.
@@ -98,6 +108,8 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) autonat: autonat::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: Gossipsub,
+    pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) keep_alive: keep_alive::Behaviour,
 }
 
@@ -200,6 +212,43 @@ fn kad_behaviour(peer_id: libp2p::PeerId, server: bool) -> kad::Behaviour<kad::s
     kad
 }
 
+/// Gossipsub with a bound on the topics a peer may subscribe to.
+pub(crate) type Gossipsub = gossipsub::Behaviour<
+    gossipsub::IdentityTransform,
+    gossipsub::MaxCountSubscriptionFilter<gossipsub::AllowAllSubscriptionFilter>,
+>;
+
+/// Gossipsub for group logs: items are signed inside (so gossip itself is anonymous),
+/// a message's id is its item id (the hash of its bytes, so a retransmission is a
+/// duplicate), every message is validated by the node before it is forwarded, and peers
+/// are scored (bad messages lower a peer's score until it is pruned).
+fn gossipsub_behaviour() -> Result<Gossipsub, String> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_BYTES)
+        .message_id_fn(|message: &gossipsub::Message| {
+            gossipsub::MessageId::from(crate::wire::group::LogItem::id_of(&message.data).0.to_vec())
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    let filter = gossipsub::MaxCountSubscriptionFilter {
+        filter: gossipsub::AllowAllSubscriptionFilter {},
+        max_subscribed_topics: MAX_TOPICS_PER_PEER,
+        max_subscriptions_per_request: MAX_TOPICS_PER_PEER,
+    };
+    let mut behaviour = gossipsub::Behaviour::new_with_subscription_filter(
+        gossipsub::MessageAuthenticity::Anonymous,
+        config,
+        filter,
+    )?;
+    behaviour.with_peer_score(
+        gossipsub::PeerScoreParams::default(),
+        gossipsub::PeerScoreThresholds::default(),
+    )?;
+    Ok(behaviour)
+}
+
 /// Builds the swarm for `identity` with the given roles.
 pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Behaviour>, NetError> {
     let mdns = roles.mdns;
@@ -279,6 +328,11 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
                 dcutr: dcutr::Behaviour::new(peer_id),
                 autonat: autonat::Behaviour::new(peer_id, autonat_config(roles.relay)),
                 kad: kad_behaviour(peer_id, roles.relay),
+                gossipsub: gossipsub_behaviour()?,
+                sync: request_response::Behaviour::new(
+                    [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    crate::net::rr_config(),
+                ),
                 keep_alive: keep_alive::Behaviour::default(),
             })
         })

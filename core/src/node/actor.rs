@@ -11,6 +11,8 @@ use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{broadcast, mpsc};
 
+use super::group::{Groups, parse_group};
+use super::group_sync::SyncState;
 use super::mail_client::{MailClient, relay_addrs};
 use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
@@ -103,6 +105,10 @@ pub(super) struct Actor {
     pub(super) mail: MailClient,
     /// Relay reservations, NAT status, DHT lookups.
     pub(super) reach: Reach,
+    /// Our groups.
+    pub(super) groups: Groups,
+    /// Group history repair in progress.
+    pub(super) sync: SyncState,
     /// Shutting down: who to answer, and when to stop waiting for deposits in flight.
     stopping: Option<(Reply<()>, u64)>,
 }
@@ -241,7 +247,10 @@ impl Actor {
             mail: MailClient::new(relays),
             stopping: None,
             reach: Reach::new(roles.relay),
+            groups: Groups::default(),
+            sync: SyncState::default(),
         };
+        actor.restore_groups()?;
         actor.restore_mailbox()?;
         actor.resume()?;
         Ok(actor)
@@ -302,6 +311,7 @@ impl Actor {
                 self.mailbox.as_ref().and_then(Mailbox::next_expiry),
                 self.stopping.as_ref().map(|(_, deadline)| *deadline),
                 self.reach.next_wakeup(),
+                self.next_sync(),
             ]
             .into_iter()
             .flatten()
@@ -334,6 +344,7 @@ impl Actor {
                     self.apply_outbox(outputs);
                     self.expire_mail();
                     self.reach_tick();
+                    self.sync_tick();
                 }
             }
         }
@@ -354,6 +365,10 @@ impl Actor {
         let mut shutdown = None;
         for command in batch {
             match command {
+                Command::Send { to, text, reply } if parse_group(&to).is_some() => {
+                    let result = known_group(&to).and_then(|id| self.group_send(&id, &text));
+                    let _ = reply.send(result);
+                }
                 Command::Send { to, text, reply } => match self.prepare_send(&to, &text) {
                     Ok(prepared) => sends.push((prepared, reply)),
                     Err(e) => {
@@ -426,6 +441,33 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.messages(&chat, limit, before));
+            }
+            Command::GroupCreate {
+                name,
+                members,
+                reply,
+            } => {
+                let _ = reply.send(self.group_create(&name, &members).map(|id| id.to_hex()));
+            }
+            Command::GroupAdd {
+                group,
+                member,
+                reply,
+            } => {
+                let result = known_group(&group).and_then(|id| self.group_add(&id, &member));
+                let _ = reply.send(result);
+            }
+            Command::GroupRemove {
+                group,
+                member,
+                reply,
+            } => {
+                let result =
+                    known_group(&group).and_then(|id| self.group_remove(&id, member.as_deref()));
+                let _ = reply.send(result);
+            }
+            Command::GroupMembers(group, reply) => {
+                let _ = reply.send(known_group(&group).and_then(|id| self.group_members(&id)));
             }
             Command::MarkRead(chat, reply) => {
                 let _ = reply.send(self.store.mark_read(&chat).map_err(NodeError::from));
@@ -592,6 +634,8 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_dcutr_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");
@@ -640,6 +684,7 @@ impl Actor {
                         .outbox
                         .handle(outbox::Input::PeerUp(peer_id.to_string()), now_ms());
                     self.apply_outbox(outputs);
+                    self.sync_on_connect(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -922,6 +967,11 @@ impl Actor {
         self.swarm.add_peer_address(peer, addr);
     }
 
+    /// Peers we hold a connection to.
+    pub(super) fn connected_peers(&self) -> Vec<PeerId> {
+        self.connected.keys().copied().collect()
+    }
+
     /// Every address we know for `peer`, newest first.
     pub(super) fn known_dial_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.addr_book.get(peer).cloned().unwrap_or_default()
@@ -947,6 +997,13 @@ impl Actor {
             tracing::warn!(%peer, "keep-alive set is full");
         }
     }
+}
+
+/// The group with this id (64 hex digits).
+fn known_group(text: &str) -> NodeResult<crate::crypto::group::GroupId> {
+    parse_group(text).ok_or_else(|| {
+        NodeError::InvalidArgument(format!("{text:?} is not a group id (64 hex digits)"))
+    })
 }
 
 /// `addr` with its port-0 TCP or UDP component set to `port`; `None` if it has no port 0.

@@ -125,6 +125,7 @@ impl Actor {
         if let Err(e) = self.store.outbox_remove(id) {
             tracing::warn!("cannot remove {id:?} from the outbox: {e:#}");
         }
+        self.forget_control(id);
         self.update_status(id, status);
     }
 
@@ -186,17 +187,21 @@ impl Actor {
     }
 
     pub(super) fn seal_for(&self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
-        let message = self
-            .store
-            .message(id)?
-            .ok_or_else(|| NodeError::NotFound(format!("message {id} is gone")))?;
+        let body = self.outgoing_body(id)?;
+        let hlc = match self.store.message(id)? {
+            Some(message) => message.hlc,
+            None => crate::model::Hlc {
+                ms: now_ms(),
+                counter: 0,
+            },
+        };
         let payload = DmPayload {
             version: wire::PAYLOAD_VERSION,
-            id: message.id,
-            hlc: message.hlc,
+            id: *id,
+            hlc,
             sender: self.card.clone(),
             recipient: card.identity,
-            body: Body::Text(message.text),
+            body,
         };
         crypto::seal(self.identity.msg_secret(), &card.msg_key, &payload.encode())
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))
@@ -319,6 +324,9 @@ impl Actor {
         let sender_text = sender.to_string();
         if let Body::Receipt(ids) = &payload.body {
             self.take_receipt(&sender_text, ids, now);
+            return Ok(Received::Receipt(payload.id));
+        }
+        if self.take_control(&sender_text, &payload) {
             return Ok(Received::Receipt(payload.id));
         }
         let duplicate = |id| Received::Duplicate {
@@ -560,7 +568,20 @@ impl Actor {
 
     pub(super) fn chats(&self) -> NodeResult<Vec<ChatInfo>> {
         let mut chats: Vec<ChatInfo> = Vec::new();
+        let mut groups: std::collections::BTreeMap<String, String> =
+            self.group_names().into_iter().collect();
         for (id, meta) in self.store.chats()? {
+            if let Some(name) = groups.remove(&id) {
+                chats.push(ChatInfo {
+                    name,
+                    request: false,
+                    kind: "group",
+                    unread: meta.unread,
+                    last: meta.last.as_ref().map(MessageInfo::from),
+                    id,
+                });
+                continue;
+            }
             let contact = self.store.contact(&id)?;
             if contact
                 .as_ref()
@@ -576,6 +597,17 @@ impl Actor {
                 kind: "direct",
                 unread: meta.unread,
                 last: meta.last.as_ref().map(MessageInfo::from),
+                id,
+            });
+        }
+        // Groups with no message yet.
+        for (id, name) in groups {
+            chats.push(ChatInfo {
+                name,
+                request: false,
+                kind: "group",
+                unread: 0,
+                last: None,
                 id,
             });
         }

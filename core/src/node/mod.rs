@@ -7,6 +7,8 @@
 
 mod actor;
 mod direct;
+mod group;
+mod group_sync;
 mod mail_client;
 mod reach;
 mod relay;
@@ -171,6 +173,22 @@ pub(crate) enum Command {
         reply: Reply<Vec<MessageInfo>>,
     },
     MarkRead(String, Reply<()>),
+    GroupCreate {
+        name: String,
+        members: Vec<String>,
+        reply: Reply<String>,
+    },
+    GroupAdd {
+        group: String,
+        member: String,
+        reply: Reply<()>,
+    },
+    GroupRemove {
+        group: String,
+        member: Option<String>,
+        reply: Reply<()>,
+    },
+    GroupMembers(String, Reply<Vec<String>>),
     Shutdown(Reply<()>),
 }
 
@@ -397,6 +415,52 @@ impl Node {
     /// Marks every message of a chat read.
     pub async fn mark_read(&self, chat: &str) -> NodeResult<()> {
         self.ask(|r| Command::MarkRead(chat.to_owned(), r)).await
+    }
+
+    /// Creates a group with us and `members` (contacts, who are invited); its id.
+    pub async fn group_create(&self, name: &str, members: &[String]) -> NodeResult<String> {
+        self.ask(|reply| Command::GroupCreate {
+            name: name.to_owned(),
+            members: members.to_vec(),
+            reply,
+        })
+        .await
+    }
+
+    /// Adds a contact to a group we are in (they are invited).
+    pub async fn group_add(&self, group: &str, member: &str) -> NodeResult<()> {
+        self.ask(|reply| Command::GroupAdd {
+            group: group.to_owned(),
+            member: member.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Removes a member from a group we are in; everyone else moves to new keys.
+    pub async fn group_remove(&self, group: &str, member: &str) -> NodeResult<()> {
+        self.ask(|reply| Command::GroupRemove {
+            group: group.to_owned(),
+            member: Some(member.to_owned()),
+            reply,
+        })
+        .await
+    }
+
+    /// Leaves a group; the others move to new keys.
+    pub async fn group_leave(&self, group: &str) -> NodeResult<()> {
+        self.ask(|reply| Command::GroupRemove {
+            group: group.to_owned(),
+            member: None,
+            reply,
+        })
+        .await
+    }
+
+    /// A group's current members (peer ids).
+    pub async fn group_members(&self, group: &str) -> NodeResult<Vec<String>> {
+        self.ask(|reply| Command::GroupMembers(group.to_owned(), reply))
+            .await
     }
 
     /// Flushes the store, closes every connection and stops the actor. Idempotent.

@@ -17,9 +17,13 @@ use crate::crypto::group::{
 };
 use crate::model::{Hlc, MessageId};
 
+mod log;
 mod membership;
 mod sync_frames;
 
+pub use log::{
+    LOG_ITEM_VERSION, LogBody, LogItem, MAX_LOG_ITEM_BYTES, MAX_SEALED_KEY_BYTES, MAX_SEALED_KEYS,
+};
 pub use membership::{MAX_MEMBERS, MembershipOp, OpId, SignedOp};
 pub use sync_frames::{
     MAX_FETCH_IDS, MAX_RECONCILE_FRAME_BYTES, MAX_SYNC_ENVELOPES, MAX_SYNC_FRAME_BYTES,

@@ -4,6 +4,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod direct;
+mod group;
 mod hostile;
 mod lan;
 mod nat;

@@ -1,0 +1,95 @@
+//! Group chats between real `bonghwa rpc` processes on loopback: sender keys through the
+//! group log, gossip, and history repair by sync.
+
+use bonghwa_tests::process::{Launch, RpcProcess};
+use serde_json::{Value, json};
+
+/// Everyone adds everyone's code; each pair is connected.
+fn befriend(nodes: &mut [&mut RpcProcess]) -> anyhow::Result<()> {
+    let codes: Vec<(String, String)> = nodes.iter().map(|n| (n.peer_id(), n.code())).collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for (j, (_, code)) in codes.iter().enumerate() {
+            if i != j {
+                node.call("contact_add", json!({"code": code}))?;
+            }
+        }
+        for addr in addrs.iter().skip(i + 1) {
+            node.call("connect", json!({"addr": addr}))?;
+        }
+    }
+    Ok(())
+}
+
+/// The texts of a chat, oldest first.
+fn texts(node: &mut RpcProcess, chat: &str) -> anyhow::Result<Vec<String>> {
+    let history = node.call("messages", json!({"chat": chat, "limit": 1000}))?;
+    Ok(history
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow::Result<Value> {
+    node.wait_event(&format!("{text:?} in the group"), |p| {
+        p["kind"] == "message_received" && p["chat"] == group && p["message"]["text"] == text
+    })
+}
+
+#[test]
+fn three_members_chat_in_a_group_and_hold_the_same_history() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &tmp.path().join("carol"), &launch)?;
+    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
+
+    let created = alice.call(
+        "group_create",
+        json!({"name": "가족", "members": [bob.peer_id(), carol.peer_id()]}),
+    )?;
+    let group = created["group_id"].as_str().unwrap_or_default().to_owned();
+    for node in [&mut bob, &mut carol] {
+        node.wait_event("the invite", |p| {
+            p["kind"] == "group_changed" && p["group"] == group.as_str()
+        })?;
+    }
+    let chats = bob.call("chats", json!({}))?;
+    let entry = chats
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == group.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["kind"], "group", "{chats}");
+    assert_eq!(entry["name"], "가족", "{chats}");
+
+    let sent = alice.call("send", json!({"to": group, "text": "저녁 7시에 모여요"}))?;
+    received(&mut bob, &group, "저녁 7시에 모여요")?;
+    received(&mut carol, &group, "저녁 7시에 모여요")?;
+    let id = sent["id"].as_str().unwrap_or_default();
+    alice.wait_status(&group, id, "sent")?;
+    bob.call("send", json!({"to": group, "text": "좋아요"}))?;
+    received(&mut alice, &group, "좋아요")?;
+    received(&mut carol, &group, "좋아요")?;
+    carol.call("send", json!({"to": group, "text": "케이크 가져갈게"}))?;
+    received(&mut alice, &group, "케이크 가져갈게")?;
+    received(&mut bob, &group, "케이크 가져갈게")?;
+
+    let expected = texts(&mut alice, &group)?;
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    assert_eq!(texts(&mut bob, &group)?, expected, "same order everywhere");
+    assert_eq!(
+        texts(&mut carol, &group)?,
+        expected,
+        "same order everywhere"
+    );
+    let members = carol.call("group_members", json!({"group": group}))?;
+    assert_eq!(members.as_array().map(Vec::len), Some(3), "{members}");
+    Ok(())
+}
