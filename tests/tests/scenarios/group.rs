@@ -93,3 +93,134 @@ fn three_members_chat_in_a_group_and_hold_the_same_history() -> anyhow::Result<(
     assert_eq!(members.as_array().map(Vec::len), Some(3), "{members}");
     Ok(())
 }
+
+/// Waits (on `group_changed` events) until the group's member list passes `ok`.
+fn wait_members(
+    node: &mut RpcProcess,
+    group: &str,
+    ok: impl Fn(&[String]) -> bool,
+) -> anyhow::Result<()> {
+    loop {
+        let members = node.call("group_members", json!({"group": group}))?;
+        let members: Vec<String> = members
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| m.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ok(&members) {
+            return Ok(());
+        }
+        node.wait_event("a membership change", |p| {
+            p["kind"] == "group_changed" && p["group"] == group
+        })?;
+    }
+}
+
+/// Three members; a group made by `creator` with the others.
+fn group_of(
+    creator: &mut RpcProcess,
+    others: &mut [&mut RpcProcess],
+    name: &str,
+) -> anyhow::Result<String> {
+    let members: Vec<String> = others.iter().map(|n| n.peer_id()).collect();
+    let created = creator.call("group_create", json!({"name": name, "members": members}))?;
+    let group = created["group_id"].as_str().unwrap_or_default().to_owned();
+    for node in others.iter_mut() {
+        node.wait_event("the invite", |p| {
+            p["kind"] == "group_changed" && p["group"] == group.as_str()
+        })?;
+    }
+    Ok(group)
+}
+
+#[test]
+fn a_removed_member_gets_nothing_sent_after_the_removal() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &tmp.path().join("carol"), &launch)?;
+    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
+    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "team")?;
+    alice.call("send", json!({"to": group, "text": "before"}))?;
+    received(&mut bob, &group, "before")?;
+    received(&mut carol, &group, "before")?;
+
+    alice.call(
+        "group_remove",
+        json!({"group": group, "member": carol.peer_id()}),
+    )?;
+    // Everyone agrees on who is in.
+    let carol_id = carol.peer_id();
+    for node in [&mut bob, &mut carol] {
+        wait_members(node, &group, |members| !members.contains(&carol_id))?;
+    }
+    let refused = carol.call_raw("send", json!({"to": group, "text": "still here?"}))?;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a member"),
+        "{refused}"
+    );
+    // Bob has the new keys of alice (and alice of bob): messages after the removal flow.
+    alice.call("send", json!({"to": group, "text": "after"}))?;
+    received(&mut bob, &group, "after")?;
+    bob.call("send", json!({"to": group, "text": "after, from bob"}))?;
+    received(&mut alice, &group, "after, from bob")?;
+    // Carol, connected all along, shows neither.
+    assert_eq!(texts(&mut carol, &group)?, vec!["before".to_owned()]);
+    Ok(())
+}
+
+#[test]
+fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow::Result<()> {
+    const COUNT: usize = 20;
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let carol_dir = tmp.path().join("carol");
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
+    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
+    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "book club")?;
+    // Carol has bob's key before she goes (bob's key item reached her).
+    bob.call("send", json!({"to": group, "text": "hello all"}))?;
+    received(&mut carol, &group, "hello all")?;
+    let carol_id = carol.peer_id();
+    carol.shutdown()?;
+    alice.wait_event("carol gone", |p| {
+        p["kind"] == "peer_disconnected" && p["peer_id"] == carol_id.as_str()
+    })?;
+
+    for i in 0..COUNT {
+        let (from, to) = if i % 2 == 0 {
+            (&mut alice, &mut bob)
+        } else {
+            (&mut bob, &mut alice)
+        };
+        let text = format!("while carol was away {i}");
+        from.call("send", json!({"to": group, "text": text}))?;
+        received(to, &group, &text)?;
+    }
+    let expected = texts(&mut alice, &group)?;
+    assert_eq!(expected.len(), COUNT + 1);
+    assert_eq!(texts(&mut bob, &group)?, expected);
+
+    // Back: she reconnects to her contacts and syncs the group with them.
+    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
+    carol.count_events("the missed messages", COUNT, |p| {
+        p["kind"] == "message_received" && p["chat"] == group.as_str()
+    })?;
+    assert_eq!(
+        texts(&mut carol, &group)?,
+        expected,
+        "all, once, in the same order"
+    );
+    Ok(())
+}
