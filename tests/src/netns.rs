@@ -255,3 +255,80 @@ pub fn iptables_available(test: &str) -> bool {
     eprintln!("\n!!!!!!!! SKIPPING {test}: iptables is not installed. CI runs it. !!!!!!!!\n");
     false
 }
+
+/// Hosts in a chain: `hosts[i]` and `hosts[i + 1]` share a link (10.77.(150 + i).0/24,
+/// `.1` on the left, `.2` on the right) and nothing else, with no forwarding: each host
+/// reaches only its neighbours. With two hosts it is two sites joined by one link, which
+/// [`Chain::cut`] and [`Chain::mend`] take down and bring back (a partition and its heal).
+pub struct Chain {
+    /// Namespace names, left to right.
+    pub hosts: Vec<String>,
+    /// Link interface names: `links[i] = (name in hosts[i], name in hosts[i + 1])`.
+    links: Vec<(String, String)>,
+}
+
+impl Chain {
+    pub fn create(count: usize) -> anyhow::Result<Self> {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}c{n}", std::process::id() % 10_000);
+        let mut chain = Self {
+            hosts: Vec::new(),
+            links: Vec::new(),
+        };
+        for i in 0..count {
+            let host = format!("bh-{tag}-{i}");
+            ip(&["netns", "add", &host])?;
+            chain.hosts.push(host.clone());
+            ip(&["-n", &host, "link", "set", "lo", "up"])?;
+        }
+        for i in 0..count.saturating_sub(1) {
+            let (left, right) = (format!("bh{tag}l{i}"), format!("bh{tag}r{i}"));
+            ip(&["link", "add", &left, "type", "veth", "peer", "name", &right])?;
+            for (end, host, last) in [
+                (&left, &chain.hosts[i], 1),
+                (&right, &chain.hosts[i + 1], 2),
+            ] {
+                ip(&["link", "set", end, "netns", host])?;
+                let addr = format!("10.77.{}.{last}/24", 150 + i);
+                ip(&["-n", host, "addr", "add", &addr, "dev", end])?;
+                ip(&["-n", host, "link", "set", end, "up"])?;
+            }
+            chain.links.push((left, right));
+        }
+        Ok(chain)
+    }
+
+    /// The address of host `i` on its link to host `i + 1` (left end) or `i - 1`.
+    pub fn ip_of(&self, host: usize, toward_right: bool) -> String {
+        if toward_right {
+            format!("10.77.{}.1", 150 + host)
+        } else {
+            format!("10.77.{}.2", 150 + host - 1)
+        }
+    }
+
+    /// Takes link `i` down: the two sides can no longer reach each other.
+    pub fn cut(&self, i: usize) -> anyhow::Result<()> {
+        ip(&[
+            "-n",
+            &self.hosts[i],
+            "link",
+            "set",
+            &self.links[i].0,
+            "down",
+        ])
+    }
+
+    /// Brings link `i` back up.
+    pub fn mend(&self, i: usize) -> anyhow::Result<()> {
+        ip(&["-n", &self.hosts[i], "link", "set", &self.links[i].0, "up"])
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = ip(&["netns", "del", host]);
+        }
+    }
+}

@@ -39,6 +39,8 @@ use crate::wire::{self, Body, DmPayload};
 pub(super) const MAX_GROUP_MEMBERS: usize = MAX_SEALED_KEYS;
 /// Groups one node keeps.
 const MAX_GROUPS: usize = 256;
+/// Cards kept per group (members' and those about to be added).
+const MAX_CARDS: usize = 2 * MAX_GROUP_MEMBERS;
 /// Items waiting for a gossip peer, per group.
 const MAX_UNPUBLISHED: usize = 4_096;
 /// Chat items kept while their author's key has not arrived, per group.
@@ -641,11 +643,10 @@ impl Actor {
         );
         if !founding && !group.ever_members().contains(&item.author) {
             // Before the ops that admit the author arrive, its items wait for sync.
-            return if group.membership.ops().next().is_none() {
-                Taken::Ignored
-            } else {
-                Taken::Rejected("author is not a member")
-            };
+            // Signed, but by someone who is not a member as far as we know yet: the op
+            // admitting them may still be on its way. Not kept, not forwarded; sync
+            // brings it again later. (Not a gossip penalty: honest peers forward such.)
+            return Taken::Ignored;
         }
         let item_id = LogItem::id_of(bytes);
         let chat = id.to_hex();
@@ -662,8 +663,10 @@ impl Actor {
         match item.body {
             LogBody::Op(op) => self.apply_op(&id, op),
             LogBody::Card(card) => {
+                // Kept even before the op that adds its owner arrives (gossip may bring
+                // them in either order); keys are only ever sealed to current members.
                 if let Some(group) = self.groups.map.get_mut(&id)
-                    && group.ever_members().contains(&card.identity)
+                    && (group.cards.len() < MAX_CARDS || group.cards.contains_key(&card.identity))
                 {
                     let newer = group
                         .cards

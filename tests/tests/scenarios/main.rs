@@ -5,6 +5,7 @@
 
 mod direct;
 mod group;
+mod group_net;
 mod hostile;
 mod lan;
 mod nat;
