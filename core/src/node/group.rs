@@ -379,7 +379,9 @@ impl Actor {
         let bytes = item.encode();
         let item_id = LogItem::id_of(&bytes);
         let chat = id.to_hex();
-        self.store.group_item_put(&chat, hlc, &item_id, &bytes)?;
+        // The advanced chain first: a message key must never be used twice, even if we
+        // crash half-way (sled makes a prefix of its writes durable).
+        self.save_group(id)?;
         let message = StoredMessage {
             id: message_id,
             chat: chat.clone(),
@@ -390,7 +392,7 @@ impl Actor {
             outgoing: true,
         };
         self.store.insert_message(&message)?;
-        self.save_group(id)?;
+        self.store.group_item_put(&chat, hlc, &item_id, &bytes)?;
         self.store.flush()?;
         if let Some(group) = self.groups.map.get_mut(id) {
             push_bounded(&mut group.unpublished, (bytes, Some(message_id)));
@@ -650,16 +652,17 @@ impl Actor {
         }
         let item_id = LogItem::id_of(bytes);
         let chat = id.to_hex();
-        match self.store.group_item_put(&chat, item.hlc, &item_id, bytes) {
-            Ok(true) => {}
-            Ok(false) => return Taken::Duplicate,
+        match self.store.group_item(&chat, &item_id) {
+            Ok(None) => {}
+            Ok(Some(_)) => return Taken::Duplicate,
             Err(e) => {
-                tracing::error!("cannot store a group item: {e:#}");
+                tracing::error!("cannot read the group log: {e:#}");
                 return Taken::Ignored;
             }
         }
         self.clock
             .observe(item.hlc, now_ms(), super::actor::MAX_SKEW_MS);
+        let hlc = item.hlc;
         match item.body {
             LogBody::Op(op) => self.apply_op(&id, op),
             LogBody::Card(card) => {
@@ -680,20 +683,87 @@ impl Actor {
             }
             LogBody::Keys(sealed) => self.take_keys(&id, item.author, &sealed),
             LogBody::Message(envelope) => {
-                if let Some(group) = self.groups.map.get_mut(&id) {
+                if !self.open_message(&id, item.author, &envelope)
+                    && let Some(group) = self.groups.map.get_mut(&id)
+                {
                     let held = group.unopened.entry(item.author).or_default();
                     if held.len() < MAX_UNOPENED {
                         held.insert(item_id);
                     }
                 }
-                drop(envelope);
-                self.open_pending(&id, item.author);
             }
         }
+        // The item goes into the log last: sled makes a prefix of its writes durable, so
+        // whenever the item survives a crash, so does what it did (a shown message, an
+        // advanced chain, a key). If it does not, sync brings it again.
         if let Err(e) = self.save_group(&id) {
             tracing::warn!("cannot save group {}: {e:#}", id.to_hex());
         }
+        if let Err(e) = self.store.group_item_put(&chat, hlc, &item_id, bytes) {
+            tracing::error!("cannot store a group item: {e:#}");
+            return Taken::Ignored;
+        }
         Taken::New
+    }
+
+    /// Opens one chat item with its author's chain and shows it; false if it cannot be
+    /// opened yet (no key from the author) or is ours (stored when we sent it).
+    fn open_message(&mut self, id: &GroupId, author: [u8; 32], envelope: &GroupEnvelope) -> bool {
+        if author == self.identity.public_key() {
+            return true;
+        }
+        let Some(chain) = self
+            .groups
+            .map
+            .get_mut(id)
+            .and_then(|g| g.chains.get_mut(&author))
+        else {
+            return false;
+        };
+        let payload = match envelope.open(chain) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::debug!("group message not opened yet: {e}");
+                return false;
+            }
+        };
+        if let Some(message) = self.show_group_message(id, author, payload) {
+            self.emit(Event::MessageReceived {
+                chat: message.chat.clone(),
+                message,
+            });
+        }
+        true
+    }
+
+    /// Stores an opened group message for display; the stored message if it is new.
+    fn show_group_message(
+        &mut self,
+        id: &GroupId,
+        author: [u8; 32],
+        payload: GroupPayload,
+    ) -> Option<StoredMessage> {
+        let GroupBody::Text(text) = payload.body else {
+            return None;
+        };
+        let from = identity::peer_id_of(&author).ok()?;
+        let message = StoredMessage {
+            id: payload.id,
+            chat: id.to_hex(),
+            from: from.to_string(),
+            text,
+            hlc: payload.hlc,
+            status: MessageStatus::Delivered,
+            outgoing: false,
+        };
+        match self.store.insert_message(&message) {
+            Ok(true) => Some(message),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::error!("cannot store a group message: {e:#}");
+                None
+            }
+        }
     }
 
     fn apply_op(&mut self, id: &GroupId, op: SignedOp) {
@@ -786,7 +856,6 @@ impl Actor {
     /// Opens whatever chat items of `author` are waiting for its key, and shows them.
     fn open_pending(&mut self, id: &GroupId, author: [u8; 32]) {
         let chat = id.to_hex();
-        let me = self.identity.public_key();
         let waiting: Vec<MessageId> = self
             .groups
             .map
@@ -805,19 +874,11 @@ impl Actor {
         }
         // Oldest first, so the chain moves forward.
         items.sort_by_key(|(_, e)| (e.generation, e.iteration));
-        let Ok(from) = identity::peer_id_of(&author) else {
-            return;
-        };
         let mut shown = Vec::new();
         for (item_id, envelope) in items {
             let Some(group) = self.groups.map.get_mut(id) else {
                 return;
             };
-            if author == me {
-                // Our own message from another device of history: we stored it at send.
-                group.unopened.entry(author).or_default().remove(&item_id);
-                continue;
-            }
             let Some(chain) = group.chains.get_mut(&author) else {
                 return;
             };
@@ -829,22 +890,8 @@ impl Actor {
                 }
             };
             group.unopened.entry(author).or_default().remove(&item_id);
-            let GroupBody::Text(text) = payload.body else {
-                continue;
-            };
-            let message = StoredMessage {
-                id: payload.id,
-                chat: chat.clone(),
-                from: from.to_string(),
-                text,
-                hlc: payload.hlc,
-                status: MessageStatus::Delivered,
-                outgoing: false,
-            };
-            match self.store.insert_message(&message) {
-                Ok(true) => shown.push(message),
-                Ok(false) => {}
-                Err(e) => tracing::error!("cannot store a group message: {e:#}"),
+            if let Some(message) = self.show_group_message(id, author, payload) {
+                shown.push(message);
             }
         }
         if let Some(group) = self.groups.map.get_mut(id) {

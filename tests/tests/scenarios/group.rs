@@ -224,3 +224,81 @@ fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow:
     );
     Ok(())
 }
+
+#[test]
+fn a_member_killed_during_traffic_catches_up_with_nothing_lost_or_doubled() -> anyhow::Result<()> {
+    const EACH: usize = 30;
+    let tmp = tempfile::tempdir()?;
+    let tmp = tmp.keep();
+    eprintln!("KEEP {}", tmp.display());
+    let tmp = KeepDir(tmp);
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let carol_dir = tmp.path().join("carol");
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
+    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
+    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "busy")?;
+
+    // Traffic from all three, pipelined; carol is killed once she has taken some of it.
+    let send = |node: &mut RpcProcess, text: String| -> anyhow::Result<()> {
+        let request = json!({"jsonrpc": "2.0", "id": text, "method": "send",
+            "params": {"to": group, "text": text}});
+        node.write_raw(&request.to_string())
+    };
+    for i in 0..EACH {
+        send(&mut alice, format!("alice {i}"))?;
+        send(&mut bob, format!("bob {i}"))?;
+    }
+    let mut carol_sent = Vec::new();
+    for i in 0..5 {
+        let text = format!("carol {i}");
+        let answer = carol.call("send", json!({"to": group, "text": text}))?;
+        assert!(answer["id"].is_string(), "{answer}");
+        carol_sent.push(text);
+    }
+    carol.count_events("some traffic", 10, |p| {
+        p["kind"] == "message_received" && p["chat"] == group.as_str()
+    })?;
+    carol.kill9()?;
+
+    // Carol comes back: she catches up, and her acknowledged sends (some may never have
+    // left her before the kill) reach the others through sync.
+    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
+    let total = 2 * EACH + carol_sent.len();
+    let wait_all = |node: &mut RpcProcess| -> anyhow::Result<Vec<String>> {
+        loop {
+            let now = texts(node, &group)?;
+            if now.len() >= total {
+                return Ok(now);
+            }
+            node.wait_event("more group traffic", |p| {
+                p["kind"] == "message_received" && p["chat"] == group.as_str()
+            })?;
+        }
+    };
+    let after = wait_all(&mut carol)?;
+    let expected = wait_all(&mut alice)?;
+    assert_eq!(wait_all(&mut bob)?, expected);
+    assert_eq!(
+        after, expected,
+        "carol: everything, once, in the same order"
+    );
+    for text in &carol_sent {
+        assert!(
+            expected.contains(text),
+            "{text} was acknowledged, so it is not lost"
+        );
+    }
+    let unique: std::collections::BTreeSet<&String> = after.iter().collect();
+    assert_eq!(unique.len(), total, "nothing shown twice");
+    Ok(())
+}
+
+struct KeepDir(std::path::PathBuf);
+impl KeepDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}

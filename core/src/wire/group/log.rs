@@ -113,6 +113,13 @@ impl LogItem {
         let item: LogItem = exact(bytes).map_err(|_| WireError::Malformed {
             what: "group log item",
         })?;
+        // One item, one encoding: postcard also accepts overlong varints, which would give
+        // the same signed item another id (another gossip id, another log entry).
+        if item.encode() != bytes {
+            return Err(WireError::Malformed {
+                what: "group log item (not in canonical form)",
+            });
+        }
         if item.version != LOG_ITEM_VERSION {
             return Err(WireError::UnknownVersion {
                 what: "group log item",
@@ -192,6 +199,18 @@ mod tests {
         assert!(LogItem::decode(&long).is_err());
         assert!(LogItem::decode(&[7; 100]).is_err());
         assert!(LogItem::decode(&vec![0; MAX_LOG_ITEM_BYTES + 1]).is_err());
+        // The same item with an overlong varint (another encoding, so another id): refused.
+        let mut padded = bytes.clone();
+        // The hlc counter (0, one byte `00`) follows version, group, author and hlc.ms.
+        let prefix =
+            postcard::to_stdvec(&(item.version, item.group_id, item.author, item.hlc.ms)).unwrap();
+        assert_eq!(padded[..prefix.len()], prefix[..]);
+        assert_eq!(padded[prefix.len()], 0);
+        padded.splice(prefix.len()..=prefix.len(), [0x80, 0x00]);
+        assert!(
+            LogItem::decode(&padded).is_err(),
+            "non-canonical encoding accepted"
+        );
         // Too many sealed keys.
         let keys_item = LogItem::sign(
             &signing(&alice),
