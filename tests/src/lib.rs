@@ -18,6 +18,7 @@
 )]
 
 pub mod bench;
+pub mod gossip_attacker;
 pub mod hostile;
 pub mod netns;
 pub mod process;

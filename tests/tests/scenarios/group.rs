@@ -302,3 +302,102 @@ impl KeepDir {
         &self.0
     }
 }
+
+#[test]
+fn forged_group_messages_are_rejected_by_everyone() -> anyhow::Result<()> {
+    use bonghwa_core::crypto::group::{GroupId, SenderKey, signing_key_of, topic_for};
+    use bonghwa_core::identity::{ContactCard, Identity};
+    use bonghwa_core::model::{Hlc, MessageId};
+    use bonghwa_core::wire::group::{
+        GroupBody, GroupEnvelope, GroupPayload, LogBody, LogItem, SyncRequest, SyncResponse,
+    };
+    use bonghwa_tests::gossip_attacker::GossipAttacker;
+    use bonghwa_tests::hostile::{Attacker, frame};
+
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &tmp.path().join("carol"), &launch)?;
+    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
+    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "guarded")?;
+    alice.call("send", json!({"to": group, "text": "real"}))?;
+    received(&mut bob, &group, "real")?;
+    received(&mut carol, &group, "real")?;
+
+    // Mallory knows the group id (say it leaked) but is not a member.
+    let gid = GroupId::from_hex(&group).ok_or_else(|| anyhow::anyhow!("bad group id"))?;
+    let topic = topic_for(&gid);
+    let mallory = Identity::generate()?;
+    let signing = signing_key_of(&mallory)?;
+    // Mallory's own sender key, handed to every member as a member would (so only the
+    // membership check stands between her and their screens).
+    let mut key = SenderKey::generate()?;
+    let state = postcard::to_stdvec(key.state())?;
+    let mut sealed = Vec::new();
+    for node in [&alice, &bob, &carol] {
+        let card = ContactCard::from_code(&node.code())?;
+        let copy = bonghwa_core::crypto::seal(mallory.msg_secret(), &card.msg_key, &state)?;
+        sealed.push((card.identity, copy));
+    }
+    let hlc = Hlc { ms: 1, counter: 0 };
+    let keys = LogItem::sign(&signing, gid, hlc, LogBody::Keys(sealed));
+    let mut forged = |text: &str| -> anyhow::Result<LogItem> {
+        let id = MessageId::random().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let payload = GroupPayload::new(id, hlc, GroupBody::Text(text.into()));
+        let envelope = GroupEnvelope::seal(&mut key, &signing, &gid, &payload)?;
+        Ok(LogItem::sign(
+            &signing,
+            gid,
+            hlc,
+            LogBody::Message(envelope),
+        ))
+    };
+    // A non-member's message, and one that claims to be bob's (mallory's signature).
+    let outsider = forged("forged: from a non-member")?;
+    let bob_key = ContactCard::from_code(&bob.code())?.identity;
+    let mut impostor = forged("forged: claims to be bob")?;
+    impostor.author = bob_key;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let refused = runtime.block_on(async {
+        let attacker =
+            GossipAttacker::join(mallory.libp2p_keypair(), &alice.addr(), &topic).await?;
+        attacker.publish(&topic, keys.encode()).await?;
+        attacker.publish(&topic, outsider.encode()).await?;
+        attacker.publish(&topic, impostor.encode()).await?;
+        // The same through history repair.
+        let mut pusher = Attacker::speaking(mallory.libp2p_keypair(), "/bonghwa/sync/1")?;
+        let alice_id = pusher.connect(&alice.addr()).await?;
+        let push = SyncRequest::Push {
+            group_id: gid,
+            envelopes: vec![keys.encode(), outsider.encode(), impostor.encode()],
+        };
+        let raw = pusher
+            .send(alice_id, frame(&push.encode()))
+            .await?
+            .map_err(|e| anyhow::anyhow!("no answer to the push: {e}"))?;
+        anyhow::Ok((SyncResponse::decode(&raw[4..])?, attacker))
+    })?;
+    let (answer, _attacker) = refused;
+    assert!(
+        matches!(&answer, SyncResponse::Refused(why) if why.contains("not a member")),
+        "{answer:?}"
+    );
+
+    bob.call("send", json!({"to": group, "text": "after the forgeries"}))?;
+    for node in [&mut alice, &mut carol] {
+        received(node, &group, "after the forgeries")?;
+    }
+    for node in [&mut alice, &mut bob, &mut carol] {
+        let seen = texts(node, &group)?;
+        assert_eq!(
+            seen,
+            vec!["real".to_owned(), "after the forgeries".to_owned()],
+            "{}",
+            node.name
+        );
+    }
+    Ok(())
+}
