@@ -19,6 +19,7 @@ const QUEUE: usize = 64;
 /// The attacker; its swarm runs on a task until this is dropped.
 pub struct GossipAttacker {
     publish: mpsc::Sender<(String, Vec<u8>)>,
+    received: mpsc::Receiver<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -81,6 +82,7 @@ impl GossipAttacker {
             }
         }
         let (publish, mut queue) = mpsc::channel::<(String, Vec<u8>)>(QUEUE);
+        let (heard, received) = mpsc::channel::<Vec<u8>>(QUEUE);
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -91,11 +93,19 @@ impl GossipAttacker {
                             eprintln!("gossip attacker: publish failed: {e}");
                         }
                     }
-                    _ = swarm.select_next_some() => {}
+                    event = swarm.select_next_some() => {
+                        if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) = event {
+                            let _ = heard.try_send(message.data);
+                        }
+                    }
                 }
             }
         });
-        Ok(Self { publish, task })
+        Ok(Self {
+            publish,
+            received,
+            task,
+        })
     }
 
     /// Publishes `data` on `topic`.
@@ -104,6 +114,16 @@ impl GossipAttacker {
             .send((topic.to_owned(), data))
             .await
             .context("gossip attacker stopped")
+    }
+}
+
+impl GossipAttacker {
+    /// The next message heard on the topic, if one comes within `within`.
+    pub async fn next_message(&mut self, within: Duration) -> Option<Vec<u8>> {
+        tokio::time::timeout(within, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -22,7 +22,7 @@ use super::actor::{Actor, ttl_expiry};
 use super::{NodeError, NodeResult, now_ms};
 use crate::crypto;
 use crate::crypto::group::{
-    ChainState, GroupId, ReceiverChain, SenderKey, signing_key_of, topic_for,
+    ChainState, GroupId, ReceiverChain, SenderKey, TOPIC_PREFIX, signing_key_of, topic_for,
 };
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
@@ -39,6 +39,8 @@ use crate::wire::{self, Body, DmPayload};
 pub(super) const MAX_GROUP_MEMBERS: usize = MAX_SEALED_KEYS;
 /// Groups one node keeps.
 const MAX_GROUPS: usize = 256;
+/// Group topics a relay carries for its clients at most.
+const MAX_RELAYED_TOPICS: usize = 4_096;
 /// Cards kept per group (members' and those about to be added).
 const MAX_CARDS: usize = 2 * MAX_GROUP_MEMBERS;
 /// Items waiting for a gossip peer, per group.
@@ -87,6 +89,8 @@ struct GroupRecord {
 pub(super) struct Groups {
     pub(super) map: BTreeMap<GroupId, Group>,
     topics: BTreeMap<TopicHash, GroupId>,
+    /// On a relay: group topics it carries for its clients.
+    relayed: BTreeSet<TopicHash>,
 }
 
 /// What a received item did.
@@ -914,7 +918,17 @@ impl Actor {
                 message,
             } => {
                 let known = self.groups.topics.get(&message.topic).copied();
+                let relayed = self.groups.relayed.contains(&message.topic);
                 let acceptance = match known.map(|_| self.take_item(&message.data)) {
+                    // A relay carrying a topic for its clients: it holds no keys and no
+                    // membership, so it forwards what is well formed and signed.
+                    None if relayed => {
+                        if LogItem::decode(&message.data).is_ok() {
+                            MessageAcceptance::Accept
+                        } else {
+                            MessageAcceptance::Reject
+                        }
+                    }
                     Some(Taken::New) => {
                         if let Err(e) = self.store.flush() {
                             tracing::error!("cannot make a group item durable: {e:#}");
@@ -934,12 +948,39 @@ impl Actor {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            gossipsub::Event::Subscribed { topic, .. } => {
+            gossipsub::Event::Subscribed { topic, peer_id } => {
                 if let Some(id) = self.groups.topics.get(&topic).copied() {
                     self.flush_unpublished(&id);
                 }
+                self.relay_topic(&topic, peer_id);
             }
             _ => {}
+        }
+    }
+
+    /// On a relay: a client joined a group topic, so the relay joins it too and carries
+    /// its traffic (ciphertext) between members that reach each other only through the
+    /// relay. That subscription is how a member asks. Bounded by [`MAX_RELAYED_TOPICS`].
+    fn relay_topic(&mut self, topic: &TopicHash, client: PeerId) {
+        if self.mailbox.is_none()
+            || !topic.as_str().starts_with(TOPIC_PREFIX)
+            || self.groups.relayed.contains(topic)
+        {
+            return;
+        }
+        if self.groups.relayed.len() >= MAX_RELAYED_TOPICS {
+            tracing::warn!(
+                "relaying {MAX_RELAYED_TOPICS} group topics already; {topic} not joined"
+            );
+            return;
+        }
+        let joined = IdentTopic::new(topic.as_str());
+        match self.swarm.behaviour_mut().gossipsub.subscribe(&joined) {
+            Ok(_) => {
+                tracing::info!(%client, %topic, "relaying a group topic");
+                self.groups.relayed.insert(topic.clone());
+            }
+            Err(e) => tracing::warn!("cannot join group topic {topic}: {e}"),
         }
     }
 

@@ -410,3 +410,53 @@ async fn a_deposit_flood_stops_at_the_total_budget_with_memory_bounded() -> anyh
     assert!(matches!(page, MailboxResponse::Page { .. }), "{page:?}");
     Ok(())
 }
+
+/// A relay joins a group's topic when one of its clients does, and carries its traffic
+/// as ciphertext: a peer that reaches only the relay hears the group's items, sealed.
+#[test]
+fn a_relay_carries_group_traffic_it_cannot_read() -> anyhow::Result<()> {
+    use bonghwa_core::crypto::group::{GroupId, topic_for};
+    use bonghwa_core::wire::group::{LogBody, LogItem};
+    use bonghwa_tests::gossip_attacker::GossipAttacker;
+
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let relay = RelayProcess::spawn(&bin, &tmp.path().join("relay"), &[])?;
+    let launch = Launch {
+        args: vec!["--bootstrap".into(), relay.addr()],
+        ..Launch::default()
+    };
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    let created = alice.call("group_create", json!({"name": "notes", "members": []}))?;
+    let group = created["group_id"].as_str().unwrap_or_default().to_owned();
+    let gid = GroupId::from_hex(&group).ok_or_else(|| anyhow::anyhow!("bad group id"))?;
+    let topic = topic_for(&gid);
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut listener = runtime.block_on(GossipAttacker::join(
+        libp2p::identity::Keypair::generate_ed25519(),
+        &relay.addr(),
+        &topic,
+    ))?;
+    let secret = "the spare key is under the third pot";
+    alice.call("send", json!({"to": group, "text": secret}))?;
+    let heard = runtime.block_on(async {
+        loop {
+            let Some(bytes) = listener.next_message(bonghwa_tests::WAIT).await else {
+                anyhow::bail!("the relay never carried the group's message");
+            };
+            if let Ok(item) = LogItem::decode(&bytes)
+                && matches!(item.body, LogBody::Message(_))
+            {
+                return Ok((item, bytes));
+            }
+        }
+    })?;
+    let (item, bytes) = heard;
+    assert_eq!(item.group_id, gid);
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the relay carried plaintext"
+    );
+    Ok(())
+}
