@@ -257,6 +257,20 @@ fn spawn_effect(node: &Node, effect: Effect, tx: &mpsc::Sender<Action>) {
                 },
                 Err(e) => failed(Op::Connect, &e),
             },
+            Effect::GroupCreate(name) => match node.group_create(&name, &[]).await {
+                Ok(group) => Action::GroupCreated { group },
+                Err(e) => failed(Op::Group, &e),
+            },
+            Effect::GroupAdd { group, member } => match node.group_add(&group, &member).await {
+                Ok(()) => {
+                    Action::GroupDone("invited; they join when the invite reaches them".into())
+                }
+                Err(e) => failed(Op::Group, &e),
+            },
+            Effect::GroupLeave(group) => match node.group_leave(&group).await {
+                Ok(()) => Action::GroupDone("you left the group".into()),
+                Err(e) => failed(Op::Group, &e),
+            },
         };
         let _ = tx.send(action).await;
     });

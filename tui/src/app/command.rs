@@ -18,6 +18,17 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "MULTIADDR",
         "dial a peer or relay by address (/ip4/…/tcp/…/p2p/…)",
     ),
+    (
+        "/group",
+        "NAME",
+        "start a group chat (then /invite people into it)",
+    ),
+    (
+        "/invite",
+        "CONTACT",
+        "add a contact (name or peer id) to the open group",
+    ),
+    ("/leave", "", "leave the open group"),
     ("/code", "", "show your contact code and its QR code"),
     ("/nearby", "", "show people found on the LAN"),
     ("/help", "", "list every key and command"),
@@ -40,6 +51,12 @@ pub enum Command {
     Verify,
     /// `/connect MULTIADDR`.
     Connect(String),
+    /// `/group NAME`.
+    Group(String),
+    /// `/invite CONTACT`.
+    Invite(String),
+    /// `/leave`.
+    Leave,
     /// `/code`.
     Code,
     /// `/nearby`.
@@ -74,6 +91,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/verify" => Ok(Command::Verify),
         "/connect" if rest.is_empty() => Err("usage: /connect MULTIADDR".into()),
         "/connect" => Ok(Command::Connect(rest.to_owned())),
+        "/group" if rest.is_empty() => Err("usage: /group NAME".into()),
+        "/group" => Ok(Command::Group(rest.to_owned())),
+        "/invite" if rest.is_empty() => Err("usage: /invite CONTACT (a name or a peer id)".into()),
+        "/invite" => Ok(Command::Invite(rest.to_owned())),
+        "/leave" => Ok(Command::Leave),
         "/code" => Ok(Command::Code),
         "/nearby" => Ok(Command::Nearby),
         "/help" => Ok(Command::Help),
@@ -152,6 +174,11 @@ mod tests {
         assert_eq!(parse("/quit"), Ok(Command::Quit));
         assert_eq!(parse("/help"), Ok(Command::Help));
         assert_eq!(parse("/code"), Ok(Command::Code));
+        assert_eq!(parse("/group 가족"), Ok(Command::Group("가족".into())));
+        assert_eq!(parse("/invite 민지"), Ok(Command::Invite("민지".into())));
+        assert_eq!(parse("/leave"), Ok(Command::Leave));
+        assert!(parse("/group").is_err());
+        assert!(parse("/invite").is_err());
         assert_eq!(parse("/nearby"), Ok(Command::Nearby));
         assert_eq!(
             parse("/connect /ip4/127.0.0.1/tcp/1"),

@@ -182,6 +182,48 @@ impl App {
         vec![Effect::Send { to: chat, text }]
     }
 
+    /// The open chat, if it is a group.
+    fn open_group(&self) -> Option<String> {
+        let open = self.open.as_ref()?;
+        self.chats
+            .iter()
+            .any(|c| &c.id == open && c.kind == "group")
+            .then(|| open.clone())
+    }
+
+    /// `/invite CONTACT`: a contact's name (any case) or peer id, into the open group.
+    fn invite(&mut self, who: &str) -> Vec<Effect> {
+        let Some(group) = self.open_group() else {
+            self.error("open a group first, then /invite a contact".into());
+            return Vec::new();
+        };
+        let wanted = who.trim();
+        let found: Vec<&str> = self
+            .contacts
+            .iter()
+            .filter(|c| c.peer_id == wanted || c.name.to_lowercase() == wanted.to_lowercase())
+            .map(|c| c.peer_id.as_str())
+            .collect();
+        match found.as_slice() {
+            [peer] => vec![Effect::GroupAdd {
+                group,
+                member: (*peer).to_owned(),
+            }],
+            [] => {
+                self.error(format!(
+                    "no contact called {wanted}; add them first with /add CODE"
+                ));
+                Vec::new()
+            }
+            _ => {
+                self.error(format!(
+                    "several contacts are called {wanted}; use their peer id"
+                ));
+                Vec::new()
+            }
+        }
+    }
+
     fn run_command(&mut self, cmd: Command) -> Vec<Effect> {
         match cmd {
             Command::Add { code, alias } => self.add_contact(code, alias),
@@ -191,6 +233,15 @@ impl App {
                 self.activity.connecting += 1;
                 vec![Effect::Connect(addr)]
             }
+            Command::Group(name) => vec![Effect::GroupCreate(name)],
+            Command::Invite(who) => self.invite(&who),
+            Command::Leave => match self.open_group() {
+                Some(group) => vec![Effect::GroupLeave(group)],
+                None => {
+                    self.error("open a group first, then /leave".into());
+                    Vec::new()
+                }
+            },
             Command::Code => self.show_code(),
             Command::Nearby => self.open_panel(Panel::Nearby { cursor: 0 }),
             Command::Help => self.open_panel(Panel::Help { scroll: 0 }),

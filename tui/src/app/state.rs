@@ -112,6 +112,8 @@ pub enum Op {
     Connect,
     /// Marking a chat read.
     MarkRead,
+    /// Creating or changing a group.
+    Group,
 }
 
 impl fmt::Display for Op {
@@ -127,6 +129,7 @@ impl fmt::Display for Op {
             Op::SafetyNumber => "get the safety number",
             Op::Verify => "mark verified",
             Op::Connect => "connect",
+            Op::Group => "change the group",
             Op::MarkRead => "mark the chat read",
         })
     }
@@ -217,6 +220,13 @@ pub enum Action {
         /// The error, readable.
         error: String,
     },
+    /// A group was created: open it.
+    GroupCreated {
+        /// Its id.
+        group: String,
+    },
+    /// A group call succeeded; what to tell the user.
+    GroupDone(String),
     /// The node's event stream ended.
     NodeStopped,
 }
@@ -267,6 +277,17 @@ pub enum Effect {
     MarkRead(String),
     /// `connect(addr)`.
     Connect(String),
+    /// `group_create(name, [])`.
+    GroupCreate(String),
+    /// `group_add(group, member)`.
+    GroupAdd {
+        /// The group.
+        group: String,
+        /// The contact's peer id.
+        member: String,
+    },
+    /// `group_leave(group)`.
+    GroupLeave(String),
 }
 
 /// One row of the chat list.

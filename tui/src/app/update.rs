@@ -174,6 +174,16 @@ impl App {
                 }
                 Vec::new()
             }
+            Action::GroupCreated { group } => {
+                self.info("group created; /invite a contact into it".into());
+                let mut effects = vec![Effect::LoadChats];
+                effects.extend(self.open_chat(group));
+                effects
+            }
+            Action::GroupDone(note) => {
+                self.info(note);
+                vec![Effect::LoadChats]
+            }
             Action::NodeStopped => {
                 self.activity.stopped = true;
                 self.error("the node has stopped; press Ctrl+C to quit".into());
@@ -243,6 +253,7 @@ impl App {
                 Vec::new()
             }
             Event::PeerDiscovered { .. } => vec![Effect::LoadNearby],
+            Event::GroupChanged { .. } => vec![Effect::LoadChats],
             Event::Reachability { status, .. } => {
                 if let Some(me) = &mut self.me {
                     me.reachability = status;

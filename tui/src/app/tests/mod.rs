@@ -594,3 +594,56 @@ fn ctrl_c_quits_from_anywhere() {
     app.update(ctrl('c'));
     assert!(!app.running);
 }
+
+#[test]
+fn group_commands_create_invite_and_leave() {
+    let group = "ab".repeat(32);
+    let mut app = started();
+    type_text(&mut app, "/group 가족");
+    let effects = app.update(key(KeyCode::Enter));
+    assert_eq!(effects, vec![Effect::GroupCreate("가족".into())]);
+
+    // Not in a group: /invite and /leave explain themselves.
+    type_text(&mut app, "/invite Jun");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert!(
+        notice(&app).contains("open a group first"),
+        "{}",
+        notice(&app)
+    );
+
+    let effects = app.update(Action::GroupCreated {
+        group: group.clone(),
+    });
+    assert!(effects.contains(&Effect::LoadChats));
+    let mut chats = vec![chat(&group, "가족", 0, None)];
+    chats[0].kind = "group";
+    app.update(Action::Chats(chats));
+    assert_eq!(app.open.as_deref(), Some(group.as_str()));
+
+    type_text(&mut app, "/invite jun");
+    let effects = app.update(key(KeyCode::Enter));
+    assert_eq!(
+        effects,
+        vec![Effect::GroupAdd {
+            group: group.clone(),
+            member: JUN.into()
+        }],
+        "a contact by name, any case"
+    );
+    type_text(&mut app, "/invite nobody");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert!(notice(&app).contains("no contact called nobody"));
+    type_text(&mut app, "/leave");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        vec![Effect::GroupLeave(group)]
+    );
+}
+
+fn notice(app: &App) -> String {
+    app.notice
+        .as_ref()
+        .map(|n| n.text.clone())
+        .unwrap_or_default()
+}
