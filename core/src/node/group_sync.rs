@@ -3,7 +3,7 @@
 //! with that member (range-based set reconciliation, `proto::sync`), fetch the items we
 //! lack and push the ones it lacks. The responder answers members only.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -11,14 +11,21 @@ use libp2p::request_response::{self, OutboundRequestId};
 use super::actor::Actor;
 use super::now_ms;
 use crate::crypto::group::GroupId;
+use crate::model::MessageId;
 use crate::net::SyncFrame;
 use crate::proto::sync::{Initiator, Item, Limits, SyncSet, respond};
-use crate::wire::group::{MAX_FETCH_IDS, SyncRequest, SyncResponse, pack_envelopes};
+use crate::wire::group::{
+    MAX_FETCH_IDS, MAX_SYNC_ENVELOPES, SyncRequest, SyncResponse, pack_envelopes,
+};
 
 /// How often connected members reconcile each shared group.
 pub(super) const SYNC_INTERVAL_MS: u64 = 30_000;
 /// Sync requests of ours in flight at once.
 const MAX_SYNCS_IN_FLIGHT: usize = 256;
+/// Fetch and push requests on the wire per peer.
+const TRANSFERS_IN_FLIGHT: usize = 4;
+/// Transfers queued per peer at most (each ≤ 64 items).
+const MAX_QUEUED_TRANSFERS: usize = 4_096;
 
 /// One of our sync requests awaiting its answer.
 #[derive(Debug)]
@@ -29,10 +36,17 @@ pub(super) enum SyncOp {
         peer: PeerId,
         initiator: Initiator,
     },
-    /// Fetching items we lack.
-    Fetch,
-    /// Pushing items the peer lacks.
-    Push,
+    /// Fetching items we lack, or pushing items the peer lacks: one of the transfers
+    /// queued for `peer`, whose answer lets the next one go.
+    Transfer { peer: PeerId, fetch: bool },
+}
+
+/// A fetch or push waiting for its turn (items to push are read when it is sent, so a
+/// long queue holds ids, not item bytes).
+#[derive(Debug)]
+enum Transfer {
+    Fetch(SyncRequest),
+    Push { group: GroupId, ids: Vec<MessageId> },
 }
 
 /// Sync bookkeeping.
@@ -43,6 +57,10 @@ pub(super) struct SyncState {
     running: BTreeSet<(GroupId, PeerId)>,
     /// When every connected member was last reconciled with.
     pub(super) last_round: u64,
+    /// Fetches and pushes waiting per peer; at most [`TRANSFERS_IN_FLIGHT`] per peer are
+    /// on the wire, so a large repair is a steady stream, not a flood of requests.
+    queued: HashMap<PeerId, VecDeque<Transfer>>,
+    in_flight: HashMap<PeerId, usize>,
 }
 
 impl Actor {
@@ -159,10 +177,17 @@ impl Actor {
                 ..
             } => {
                 tracing::debug!(%peer, "sync request failed: {error}");
-                if let Some(SyncOp::Reconcile { group, peer, .. }) =
-                    self.sync.ops.remove(&request_id)
-                {
-                    self.sync.running.remove(&(group, peer));
+                match self.sync.ops.remove(&request_id) {
+                    Some(SyncOp::Reconcile { group, peer, .. }) => {
+                        self.sync.running.remove(&(group, peer));
+                    }
+                    Some(SyncOp::Transfer { peer, .. }) => {
+                        // The connection is likely gone: drop the rest; the next sync
+                        // session starts over from the sets.
+                        self.sync.queued.remove(&peer);
+                        self.transfer_done(peer);
+                    }
+                    None => {}
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -237,36 +262,24 @@ impl Actor {
                     }
                 };
                 for ids in round.need.chunks(MAX_FETCH_IDS) {
-                    let id = self.swarm.behaviour_mut().sync.send_request(
-                        &peer,
-                        Ok(SyncRequest::Fetch {
+                    self.queue_transfer(
+                        peer,
+                        Transfer::Fetch(SyncRequest::Fetch {
                             group_id: group,
                             ids: ids.to_vec(),
                         }),
                     );
-                    self.sync.ops.insert(id, SyncOp::Fetch);
                 }
-                let chat = group.to_hex();
-                let mut have: Vec<Vec<u8>> = round
-                    .have
-                    .iter()
-                    .filter_map(|id| self.store.group_item(&chat, id).ok().flatten())
-                    .collect();
-                while !have.is_empty() {
-                    let (page, used) = pack_envelopes(have.iter().cloned());
-                    have.drain(..used.max(1));
-                    if page.is_empty() {
-                        continue;
-                    }
-                    let id = self.swarm.behaviour_mut().sync.send_request(
-                        &peer,
-                        Ok(SyncRequest::Push {
-                            group_id: group,
-                            envelopes: page,
-                        }),
+                for ids in round.have.chunks(MAX_SYNC_ENVELOPES) {
+                    self.queue_transfer(
+                        peer,
+                        Transfer::Push {
+                            group,
+                            ids: ids.to_vec(),
+                        },
                     );
-                    self.sync.ops.insert(id, SyncOp::Push);
                 }
+                self.send_transfers(peer);
                 match round.next {
                     Some(message) => {
                         let id = self.swarm.behaviour_mut().sync.send_request(
@@ -294,11 +307,90 @@ impl Actor {
                 tracing::info!(%peer, "sync refused: {other:?}");
                 self.sync.running.remove(&(group, peer));
             }
-            (SyncOp::Fetch, SyncResponse::Envelopes(items)) => {
-                let new = self.take_synced(&items);
-                tracing::debug!(%peer, new, "group items fetched");
+            (SyncOp::Transfer { peer: with, fetch }, response) => {
+                if let (true, SyncResponse::Envelopes(items)) = (fetch, response) {
+                    let new = self.take_synced(&items);
+                    tracing::debug!(%peer, new, "group items fetched");
+                }
+                self.transfer_done(with);
             }
-            (SyncOp::Fetch | SyncOp::Push, _) => {}
         }
+    }
+}
+
+impl Actor {
+    fn queue_transfer(&mut self, peer: PeerId, transfer: Transfer) {
+        let queue = self.sync.queued.entry(peer).or_default();
+        if queue.len() < MAX_QUEUED_TRANSFERS {
+            queue.push_back(transfer);
+        }
+    }
+
+    /// Sends queued transfers to `peer` while fewer than [`TRANSFERS_IN_FLIGHT`] are out.
+    fn send_transfers(&mut self, peer: PeerId) {
+        loop {
+            let in_flight = self.sync.in_flight.get(&peer).copied().unwrap_or(0);
+            if in_flight >= TRANSFERS_IN_FLIGHT {
+                return;
+            }
+            let Some(transfer) = self
+                .sync
+                .queued
+                .get_mut(&peer)
+                .and_then(VecDeque::pop_front)
+            else {
+                self.sync.queued.remove(&peer);
+                return;
+            };
+            let (request, fetch) = match transfer {
+                Transfer::Fetch(request) => (request, true),
+                Transfer::Push { group, mut ids } => {
+                    let chat = group.to_hex();
+                    let items = ids.iter().map(|id| {
+                        self.store
+                            .group_item(&chat, id)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default()
+                    });
+                    let (page, used) = pack_envelopes(items);
+                    // What did not fit in one frame goes back to the front of the queue.
+                    let rest = ids.split_off(used.clamp(1, ids.len().max(1)).min(ids.len()));
+                    if !rest.is_empty()
+                        && let Some(queue) = self.sync.queued.get_mut(&peer)
+                    {
+                        queue.push_front(Transfer::Push { group, ids: rest });
+                    }
+                    let page: Vec<Vec<u8>> = page.into_iter().filter(|p| !p.is_empty()).collect();
+                    if page.is_empty() {
+                        continue;
+                    }
+                    (
+                        SyncRequest::Push {
+                            group_id: group,
+                            envelopes: page,
+                        },
+                        false,
+                    )
+                }
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, Ok(request));
+            self.sync.ops.insert(id, SyncOp::Transfer { peer, fetch });
+            self.sync.in_flight.insert(peer, in_flight + 1);
+        }
+    }
+
+    fn transfer_done(&mut self, peer: PeerId) {
+        if let Some(n) = self.sync.in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 && !self.sync.queued.contains_key(&peer) {
+                self.sync.in_flight.remove(&peer);
+            }
+        }
+        self.send_transfers(peer);
     }
 }
