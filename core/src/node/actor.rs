@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
@@ -26,6 +26,8 @@ use crate::proto::rate::RateLimiter;
 use crate::store::Store;
 use crate::wire::DmResponse;
 
+/// Swarm events handled in one round before group items are flushed once for all of them.
+const MAX_EVENT_BATCH: usize = 64;
 /// Commands handled in one round before the store is flushed once for all of them.
 const MAX_COMMAND_BATCH: usize = 256;
 /// How long a shutdown waits for deposits (messages, receipts) still on their way to a relay.
@@ -336,8 +338,19 @@ impl Actor {
                         }
                     }
                     self.handle_commands(batch);
+                    self.commit_groups();
                 }
-                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.handle_swarm_event(event);
+                    // Whatever else is ready now is handled before the one flush.
+                    for _ in 0..MAX_EVENT_BATCH {
+                        match self.swarm.select_next_some().now_or_never() {
+                            Some(event) => self.handle_swarm_event(event),
+                            None => break,
+                        }
+                    }
+                    self.commit_groups();
+                }
                 event = self.courier.select_next_some() => self.on_courier_event(event),
                 () = sleep => {
                     let outputs = self.outbox.handle(outbox::Input::Tick, now_ms());
@@ -345,6 +358,7 @@ impl Actor {
                     self.expire_mail();
                     self.reach_tick();
                     self.sync_tick();
+                    self.commit_groups();
                 }
             }
         }

@@ -91,6 +91,10 @@ pub(super) struct Groups {
     topics: BTreeMap<TopicHash, GroupId>,
     /// On a relay: group topics it carries for its clients.
     relayed: BTreeSet<TopicHash>,
+    /// Gossip items taken since the last flush.
+    dirty: bool,
+    /// Events waiting for that flush (store, then emit).
+    pending_events: Vec<Event>,
 }
 
 /// What a received item did.
@@ -623,7 +627,9 @@ impl Actor {
         if let Err(e) = self.save_group(&id) {
             tracing::warn!("cannot save group {}: {e:#}", id.to_hex());
         }
-        self.emit(Event::GroupChanged { group: id.to_hex() });
+        self.groups
+            .pending_events
+            .push(Event::GroupChanged { group: id.to_hex() });
         if let Ok(peer) = from.parse::<PeerId>() {
             self.start_sync(&id, peer);
         }
@@ -732,7 +738,7 @@ impl Actor {
             }
         };
         if let Some(message) = self.show_group_message(id, author, payload) {
-            self.emit(Event::MessageReceived {
+            self.groups.pending_events.push(Event::MessageReceived {
                 chat: message.chat.clone(),
                 message,
             });
@@ -816,7 +822,9 @@ impl Actor {
         } else {
             let _ = self.share_keys(id);
         }
-        self.emit(Event::GroupChanged { group: id.to_hex() });
+        self.groups
+            .pending_events
+            .push(Event::GroupChanged { group: id.to_hex() });
     }
 
     /// A key item: if one copy is sealed to us, install it as the author's chain.
@@ -902,7 +910,7 @@ impl Actor {
             group.unopened.retain(|_, ids| !ids.is_empty());
         }
         for message in shown {
-            self.emit(Event::MessageReceived {
+            self.groups.pending_events.push(Event::MessageReceived {
                 chat: message.chat.clone(),
                 message,
             });
@@ -930,9 +938,9 @@ impl Actor {
                         }
                     }
                     Some(Taken::New) => {
-                        if let Err(e) = self.store.flush() {
-                            tracing::error!("cannot make a group item durable: {e:#}");
-                        }
+                        // Flushed once for the whole batch of swarm events (see
+                        // `commit_groups`); an item lost to a crash comes back by sync.
+                        self.groups.dirty = true;
                         MessageAcceptance::Accept
                     }
                     Some(Taken::Duplicate) => MessageAcceptance::Ignore,
@@ -981,6 +989,19 @@ impl Actor {
                 self.groups.relayed.insert(topic.clone());
             }
             Err(e) => tracing::warn!("cannot join group topic {topic}: {e}"),
+        }
+    }
+
+    /// Makes what gossip brought durable with one flush, then emits its events.
+    pub(super) fn commit_groups(&mut self) {
+        if self.groups.dirty {
+            self.groups.dirty = false;
+            if let Err(e) = self.store.flush() {
+                tracing::error!("cannot make group items durable: {e:#}");
+            }
+        }
+        for event in std::mem::take(&mut self.groups.pending_events) {
+            self.emit(event);
         }
     }
 
