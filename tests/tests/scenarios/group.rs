@@ -229,9 +229,6 @@ fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow:
 fn a_member_killed_during_traffic_catches_up_with_nothing_lost_or_doubled() -> anyhow::Result<()> {
     const EACH: usize = 30;
     let tmp = tempfile::tempdir()?;
-    let tmp = tmp.keep();
-    eprintln!("KEEP {}", tmp.display());
-    let tmp = KeepDir(tmp);
     let bin = crate::node_bin();
     let launch = Launch::default();
     let carol_dir = tmp.path().join("carol");
@@ -294,13 +291,6 @@ fn a_member_killed_during_traffic_catches_up_with_nothing_lost_or_doubled() -> a
     let unique: std::collections::BTreeSet<&String> = after.iter().collect();
     assert_eq!(unique.len(), total, "nothing shown twice");
     Ok(())
-}
-
-struct KeepDir(std::path::PathBuf);
-impl KeepDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
 }
 
 #[test]
