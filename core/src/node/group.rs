@@ -47,6 +47,9 @@ const MAX_CARDS: usize = 2 * MAX_GROUP_MEMBERS;
 const MAX_UNPUBLISHED: usize = 4_096;
 /// Chat items kept while their author's key has not arrived, per group.
 const MAX_UNOPENED: usize = 4_096;
+/// Room an invite leaves for the sender's card, the payload fields and what `group_add`
+/// writes before sending it (the add op, the newcomer's card, our key for them).
+const INVITE_MARGIN: usize = 4_096;
 /// Setting key of the list of our groups.
 const GROUPS_KEY: &str = "groups";
 /// Setting-key prefix of one group's record.
@@ -297,6 +300,8 @@ impl Actor {
     /// `group_add`: adds a contact to a group we are in; they get an invite.
     pub(super) fn group_add(&mut self, id: &GroupId, member: &str) -> NodeResult<()> {
         let card = self.contact_card(member)?;
+        // Refused before anything is written if the invite could not be sent.
+        self.invite_items(id, &card.identity)?;
         let group = self.member_group(id)?;
         if group.membership.is_member(&card.identity) {
             return Ok(());
@@ -514,24 +519,7 @@ impl Actor {
     /// Sends `card`'s owner the group's log so far (without chat messages) through the
     /// direct outbox, so it reaches them even when they are offline (via their mailbox).
     fn invite(&mut self, id: &GroupId, card: &ContactCard) -> NodeResult<()> {
-        let chat = id.to_hex();
-        let mut items = Vec::new();
-        for (_, item_id) in self.store.group_items(&chat)? {
-            let Some(bytes) = self.store.group_item(&chat, &item_id)? else {
-                continue;
-            };
-            if let Ok(item) = LogItem::decode(&bytes)
-                && !matches!(item.body, LogBody::Message(_))
-            {
-                items.push(bytes);
-            }
-        }
-        let items: Vec<Vec<u8>> = items
-            .into_iter()
-            .rev()
-            .take(wire::MAX_INVITE_ITEMS)
-            .rev()
-            .collect();
+        let items = self.invite_items(id, &card.identity)?;
         let control = MessageId::random()
             .map_err(|e| NodeError::InvalidArgument(format!("no randomness: {e}")))?;
         let body = postcard::to_stdvec(&Body::GroupInvite(items))
@@ -550,6 +538,37 @@ impl Actor {
         let outputs = self.outbox.handle(outbox::Input::Queued(entry), now);
         self.apply_outbox(outputs);
         Ok(())
+    }
+
+    /// What an invite carries: the log's ops and cards, and the key items that hold a
+    /// copy for the invitee (keys sealed to others are of no use to it). Refused if it
+    /// would not fit one direct message, so `group_add` fails visibly instead of an
+    /// invite that can never be sent.
+    fn invite_items(&self, id: &GroupId, invitee: &[u8; 32]) -> NodeResult<Vec<Vec<u8>>> {
+        let chat = id.to_hex();
+        let mut items = Vec::new();
+        let mut size = 0;
+        for (_, item_id) in self.store.group_items(&chat)? {
+            let Some(bytes) = self.store.group_item(&chat, &item_id)? else {
+                continue;
+            };
+            let wanted = match LogItem::decode(&bytes).map(|i| i.body) {
+                Ok(LogBody::Op(_) | LogBody::Card(_)) => true,
+                Ok(LogBody::Keys(sealed)) => sealed.iter().any(|(to, _)| to == invitee),
+                _ => false,
+            };
+            if wanted {
+                size += bytes.len() + 4;
+                items.push(bytes);
+            }
+        }
+        if items.len() > wire::MAX_INVITE_ITEMS || size + INVITE_MARGIN > crypto::MAX_PLAINTEXT {
+            return Err(NodeError::InvalidArgument(format!(
+                "this group's membership history ({size} bytes) no longer fits an invite; \
+                 start a new group to add more people"
+            )));
+        }
+        Ok(items)
     }
 
     /// The body of a control message waiting in the outbox (an invite), if `id` is one.
