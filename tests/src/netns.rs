@@ -18,7 +18,9 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// Whether this process can create network namespaces. In CI (`CI=true`) a missing
 /// capability is a failure; elsewhere the caller skips, loudly.
 pub fn available(test: &str) -> bool {
-    let probe = format!("bh-probe-{}", std::process::id());
+    // One name per call: tests in one process probe at the same time.
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let probe = format!("bh-probe-{}-{n}", std::process::id());
     let ok = ip(&["netns", "add", &probe]).is_ok();
     if ok {
         let _ = ip(&["netns", "del", &probe]);
