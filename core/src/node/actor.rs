@@ -11,11 +11,12 @@ use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
 use tokio::sync::{broadcast, mpsc};
 
-use super::group::{Groups, parse_group};
+use super::group::Groups;
 use super::group_sync::SyncState;
 use super::mail_client::{MailClient, relay_addrs};
 use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
+use crate::crypto::group::GroupId;
 use crate::event::{Event, Via};
 use crate::identity::{self, ContactCard, Identity};
 use crate::model::{ContactState, HlcClock, MessageId};
@@ -379,7 +380,7 @@ impl Actor {
         let mut shutdown = None;
         for command in batch {
             match command {
-                Command::Send { to, text, reply } if parse_group(&to).is_some() => {
+                Command::Send { to, text, reply } if GroupId::from_hex(&to).is_some() => {
                     let result = known_group(&to).and_then(|id| self.group_send(&id, &text));
                     let _ = reply.send(result);
                 }
@@ -1014,8 +1015,8 @@ impl Actor {
 }
 
 /// The group with this id (64 hex digits).
-fn known_group(text: &str) -> NodeResult<crate::crypto::group::GroupId> {
-    parse_group(text).ok_or_else(|| {
+fn known_group(text: &str) -> NodeResult<GroupId> {
+    GroupId::from_hex(text).ok_or_else(|| {
         NodeError::InvalidArgument(format!("{text:?} is not a group id (64 hex digits)"))
     })
 }

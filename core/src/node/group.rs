@@ -164,9 +164,15 @@ impl Group {
     }
 }
 
-/// A group id in its JSON form, if `text` is one of our groups.
-pub(super) fn parse_group(text: &str) -> Option<GroupId> {
-    GroupId::from_hex(text)
+/// Whether an item is a group's founding op (valid before any membership is known).
+fn is_founding(body: &LogBody) -> bool {
+    matches!(
+        body,
+        LogBody::Op(SignedOp {
+            op: MembershipOp::Create { .. },
+            ..
+        })
+    )
 }
 
 impl Actor {
@@ -600,20 +606,16 @@ impl Actor {
             return;
         }
         let me = self.identity.public_key();
-        // The group is known from the invite's Create op.
-        let Some(id) = items
+        // Each item is decoded (and its signature checked) once here.
+        let decoded: Vec<(&Vec<u8>, LogItem)> = items
             .iter()
-            .filter_map(|b| LogItem::decode(b).ok())
-            .find(|i| {
-                matches!(
-                    i.body,
-                    LogBody::Op(SignedOp {
-                        op: MembershipOp::Create { .. },
-                        ..
-                    })
-                )
-            })
-            .map(|i| i.group_id)
+            .filter_map(|b| LogItem::decode(b).ok().map(|i| (b, i)))
+            .collect();
+        // The group is known from the invite's Create op.
+        let Some(id) = decoded
+            .iter()
+            .find(|(_, i)| is_founding(&i.body))
+            .map(|(_, i)| i.group_id)
         else {
             tracing::info!(%from, "group invite without its founding op; ignored");
             return;
@@ -628,9 +630,10 @@ impl Actor {
                 .insert(id, Group::new(Membership::new(id, me)));
         }
         // Ops first, so that items are judged against the right membership.
-        let mut ordered: Vec<&Vec<u8>> = items.iter().collect();
-        ordered.sort_by_key(|b| !matches!(LogItem::decode(b).map(|i| i.body), Ok(LogBody::Op(_))));
-        for bytes in ordered {
+        let (ops, rest): (Vec<_>, Vec<_>) = decoded
+            .into_iter()
+            .partition(|(_, i)| matches!(i.body, LogBody::Op(_)));
+        for (bytes, _) in ops.into_iter().chain(rest) {
             self.take_item(bytes);
         }
         let member = self
@@ -665,14 +668,7 @@ impl Actor {
         let Some(group) = self.groups.map.get(&id) else {
             return Taken::Ignored;
         };
-        let founding = matches!(
-            &item.body,
-            LogBody::Op(SignedOp {
-                op: MembershipOp::Create { .. },
-                ..
-            })
-        );
-        if !founding && !group.ever_members().contains(&item.author) {
+        if !is_founding(&item.body) && !group.ever_members().contains(&item.author) {
             // Before the ops that admit the author arrive, its items wait for sync.
             // Signed, but by someone who is not a member as far as we know yet: the op
             // admitting them may still be on its way. Not kept, not forwarded; sync

@@ -62,7 +62,6 @@ struct Lookup {
     connectors: Vec<(Multiaddr, Reply<PeerId>)>,
     /// Dial the peer when found (a contact the outbox is trying to reach).
     dial: bool,
-    found: bool,
 }
 
 /// Reservation, NAT and DHT state.
@@ -403,7 +402,6 @@ impl Actor {
                         finders: Vec::new(),
                         connectors: Vec::new(),
                         dial: false,
-                        found: false,
                     },
                 );
                 id
@@ -510,7 +508,6 @@ impl Actor {
         let Some(mut lookup) = self.reach.lookups.remove(&id) else {
             return;
         };
-        lookup.found = true;
         let texts: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         for reply in lookup.finders.drain(..) {
             let _ = reply.send(Ok(texts.clone()));
@@ -546,12 +543,10 @@ impl Actor {
 
     /// A lookup ended without a valid record.
     fn finish_lookup(&mut self, id: QueryId) {
+        // A lookup that found a record was removed when it did.
         let Some(lookup) = self.reach.lookups.remove(&id) else {
             return;
         };
-        if lookup.found {
-            return;
-        }
         let why = format!(
             "{} has no address record in the DHT (not online, or not connected to any relay)",
             lookup.peer
