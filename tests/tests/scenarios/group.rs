@@ -119,6 +119,22 @@ fn wait_members(
     }
 }
 
+/// Alice, bob and carol (data dirs under `dir`, named after them), all contacts and
+/// connected, in a group named `name` that alice made.
+fn three_in_a_group(
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(RpcProcess, RpcProcess, RpcProcess, String)> {
+    let bin = crate::node_bin();
+    let launch = Launch::default();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &dir.join("alice"), &launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &dir.join("bob"), &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &dir.join("carol"), &launch)?;
+    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
+    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], name)?;
+    Ok((alice, bob, carol, group))
+}
+
 /// Three members; a group made by `creator` with the others.
 fn group_of(
     creator: &mut RpcProcess,
@@ -139,13 +155,7 @@ fn group_of(
 #[test]
 fn a_removed_member_gets_nothing_sent_after_the_removal() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let bin = crate::node_bin();
-    let launch = Launch::default();
-    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
-    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
-    let mut carol = RpcProcess::spawn(&bin, "carol", &tmp.path().join("carol"), &launch)?;
-    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
-    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "team")?;
+    let (mut alice, mut bob, mut carol, group) = three_in_a_group(tmp.path(), "team")?;
     alice.call("send", json!({"to": group, "text": "before"}))?;
     received(&mut bob, &group, "before")?;
     received(&mut carol, &group, "before")?;
@@ -182,13 +192,8 @@ fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow:
     const COUNT: usize = 20;
     let tmp = tempfile::tempdir()?;
     let bin = crate::node_bin();
-    let launch = Launch::default();
     let carol_dir = tmp.path().join("carol");
-    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
-    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
-    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
-    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
-    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "book club")?;
+    let (mut alice, mut bob, mut carol, group) = three_in_a_group(tmp.path(), "book club")?;
     // Carol has bob's key before she goes (bob's key item reached her).
     bob.call("send", json!({"to": group, "text": "hello all"}))?;
     received(&mut carol, &group, "hello all")?;
@@ -213,7 +218,7 @@ fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow:
     assert_eq!(texts(&mut bob, &group)?, expected);
 
     // Back: she reconnects to her contacts and syncs the group with them.
-    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &Launch::default())?;
     carol.count_events("the missed messages", COUNT, |p| {
         p["kind"] == "message_received" && p["chat"] == group.as_str()
     })?;
@@ -230,13 +235,8 @@ fn a_member_killed_during_traffic_catches_up_with_nothing_lost_or_doubled() -> a
     const EACH: usize = 30;
     let tmp = tempfile::tempdir()?;
     let bin = crate::node_bin();
-    let launch = Launch::default();
     let carol_dir = tmp.path().join("carol");
-    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
-    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
-    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
-    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
-    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "busy")?;
+    let (mut alice, mut bob, mut carol, group) = three_in_a_group(tmp.path(), "busy")?;
 
     // Traffic from all three, pipelined; carol is killed once she has taken some of it.
     let send = |node: &mut RpcProcess, text: String| -> anyhow::Result<()> {
@@ -262,7 +262,7 @@ fn a_member_killed_during_traffic_catches_up_with_nothing_lost_or_doubled() -> a
 
     // Carol comes back: she catches up, and her acknowledged sends (some may never have
     // left her before the kill) reach the others through sync.
-    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &carol_dir, &Launch::default())?;
     let total = 2 * EACH + carol_sent.len();
     let wait_all = |node: &mut RpcProcess| -> anyhow::Result<Vec<String>> {
         loop {
@@ -305,13 +305,7 @@ fn forged_group_messages_are_rejected_by_everyone() -> anyhow::Result<()> {
     use bonghwa_tests::hostile::{Attacker, frame};
 
     let tmp = tempfile::tempdir()?;
-    let bin = crate::node_bin();
-    let launch = Launch::default();
-    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
-    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
-    let mut carol = RpcProcess::spawn(&bin, "carol", &tmp.path().join("carol"), &launch)?;
-    befriend(&mut [&mut alice, &mut bob, &mut carol])?;
-    let group = group_of(&mut alice, &mut [&mut bob, &mut carol], "guarded")?;
+    let (mut alice, mut bob, mut carol, group) = three_in_a_group(tmp.path(), "guarded")?;
     alice.call("send", json!({"to": group, "text": "real"}))?;
     received(&mut bob, &group, "real")?;
     received(&mut carol, &group, "real")?;
