@@ -169,10 +169,38 @@ impl RpcProcess {
     fn next_line(&mut self, within: Duration) -> anyhow::Result<Value> {
         match self.lines.recv_timeout(within) {
             Ok(v) => Ok(v),
-            Err(RecvTimeoutError::Timeout) => bail!("{}: no output within {within:?}", self.name),
+            Err(RecvTimeoutError::Timeout) => bail!(
+                "{}: no output within {within:?}\n{}",
+                self.name,
+                self.log_tail()
+            ),
             Err(RecvTimeoutError::Disconnected) => {
-                bail!("{}: process closed its output", self.name)
+                bail!(
+                    "{}: process closed its output\n{}",
+                    self.name,
+                    self.log_tail()
+                )
             }
+        }
+    }
+
+    /// The last lines of the process's log (its stderr), so that a failure in CI shows
+    /// what the node was doing without the temporary directory, which is gone by then.
+    pub fn log_tail(&self) -> String {
+        const LINES: usize = 60;
+        let path = self.data_dir.with_extension("log");
+        match std::fs::read_to_string(&path) {
+            Ok(log) => {
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LINES)..];
+                format!(
+                    "--- last {} lines of {} ---\n{}",
+                    tail.len(),
+                    path.display(),
+                    tail.join("\n")
+                )
+            }
+            Err(e) => format!("(no log at {}: {e})", path.display()),
         }
     }
 

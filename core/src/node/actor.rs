@@ -179,6 +179,9 @@ impl Actor {
         }
         let mut listen_addrs = BTreeSet::new();
         // Wait until each listener has an address, so `identity` is right from the start.
+        // Anything else that happens meanwhile (an mDNS discovery, an inbound connection)
+        // is kept and handled once the actor exists: mDNS reports a peer only once.
+        let mut early = Vec::new();
         let deadline = tokio::time::Instant::now() + super::LISTEN_TIMEOUT;
         while !listeners.is_empty() {
             let event = match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
@@ -212,7 +215,7 @@ impl Actor {
                     }
                     .into());
                 }
-                other => tracing::debug!(?other, "event before ready"),
+                other => early.push(other),
             }
         }
         // A relay tells its clients where it is reachable; without --external-addr, its own
@@ -256,6 +259,10 @@ impl Actor {
         actor.restore_groups()?;
         actor.restore_mailbox()?;
         actor.resume()?;
+        for event in early {
+            actor.handle_swarm_event(event);
+        }
+        actor.commit_groups();
         Ok(actor)
     }
 
