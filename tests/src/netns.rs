@@ -92,6 +92,11 @@ impl Drop for Lan {
 }
 
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    output(program, args).map(|_| ())
+}
+
+/// Runs `program` and returns its standard output; a failure carries its standard error.
+fn output(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -103,7 +108,7 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Two homes behind their own NAT routers, and a relay on the "public" segment:
@@ -324,6 +329,68 @@ impl Chain {
     /// Brings link `i` back up.
     pub fn mend(&self, i: usize) -> anyhow::Result<()> {
         ip(&["-n", &self.hosts[i], "link", "set", &self.links[i].0, "up"])
+    }
+
+    /// Closes every TCP connection across link `i`, at both ends (`ss -K`, which needs a
+    /// kernel built with `CONFIG_INET_DIAG_DESTROY`; the caller checks that they closed).
+    /// For partitions: after [`Chain::cut`] no reset can cross the link, so each side's
+    /// stack keeps the connection until TCP gives up on it (minutes: in a 180-s outage
+    /// neither node noticed), and the nodes above it still count each other as
+    /// connected; this ends that at once, as TCP's give-up would.
+    pub fn close_connections(&self, i: usize) -> anyhow::Result<()> {
+        let ends = [
+            (&self.hosts[i], self.ip_of(i + 1, false)),
+            (&self.hosts[i + 1], self.ip_of(i, true)),
+        ];
+        for (host, other) in ends {
+            run(
+                "ip",
+                &["netns", "exec", host, "ss", "-K", "-t", "dst", &other],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Bytes that have crossed link `i` so far, from the kernel's counters at its left end
+    /// (`/sys/class/net/<if>/statistics/{tx,rx}_bytes` inside `hosts[i]`): every frame,
+    /// Ethernet headers, TCP acks and ARP included. The counters survive [`Chain::cut`]
+    /// and [`Chain::mend`]; take a difference of two readings.
+    pub fn link_bytes(&self, i: usize) -> anyhow::Result<LinkBytes> {
+        let counter = |name: &str| -> anyhow::Result<u64> {
+            let path = format!("/sys/class/net/{}/statistics/{name}", self.links[i].0);
+            let text = output("ip", &["netns", "exec", &self.hosts[i], "cat", &path])?;
+            text.trim()
+                .parse()
+                .with_context(|| format!("{path} holds {text:?}, not a count"))
+        };
+        Ok(LinkBytes {
+            rightward: counter("tx_bytes")?,
+            leftward: counter("rx_bytes")?,
+        })
+    }
+}
+
+/// A reading of a [`Chain`] link's byte counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkBytes {
+    /// Sent from `hosts[i]` to `hosts[i + 1]`.
+    pub rightward: u64,
+    /// Sent from `hosts[i + 1]` to `hosts[i]`.
+    pub leftward: u64,
+}
+
+impl LinkBytes {
+    /// What crossed between an `earlier` reading and this one.
+    pub fn since(self, earlier: LinkBytes) -> LinkBytes {
+        LinkBytes {
+            rightward: self.rightward.saturating_sub(earlier.rightward),
+            leftward: self.leftward.saturating_sub(earlier.leftward),
+        }
+    }
+
+    /// Both directions together.
+    pub fn total(self) -> u64 {
+        self.rightward + self.leftward
     }
 }
 
