@@ -27,6 +27,7 @@ use crate::crypto::group::{
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
 use crate::model::{ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::net;
 use crate::proto::group::{KeyAction, Membership};
 use crate::proto::outbox;
 use crate::wire::group::{
@@ -222,9 +223,16 @@ impl Actor {
     fn join_topic(&mut self, id: &GroupId) {
         let topic = IdentTopic::new(topic_for(id));
         self.groups.topics.insert(topic.hash(), *id);
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+        if let Err(e) = self.subscribe_scored(topic) {
             tracing::warn!("cannot join the topic of group {}: {e}", id.to_hex());
         }
+    }
+
+    /// Joins a group topic with the group scoring (see [`net::group_topic_score`]).
+    fn subscribe_scored(&mut self, topic: IdentTopic) -> Result<bool, String> {
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        gossipsub.set_topic_params(topic.clone(), net::group_topic_score())?;
+        gossipsub.subscribe(&topic).map_err(|e| e.to_string())
     }
 
     fn leave_topic(&mut self, id: &GroupId) {
@@ -998,7 +1006,7 @@ impl Actor {
             return;
         }
         let joined = IdentTopic::new(topic.as_str());
-        match self.swarm.behaviour_mut().gossipsub.subscribe(&joined) {
+        match self.subscribe_scored(joined) {
             Ok(_) => {
                 tracing::info!(%client, %topic, "relaying a group topic");
                 self.groups.relayed.insert(topic.clone());
