@@ -263,6 +263,17 @@ impl RpcProcess {
     pub fn wait_event(
         &mut self,
         what: &str,
+        pred: impl FnMut(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        self.wait_event_within(what, WAIT, pred)
+    }
+
+    /// [`RpcProcess::wait_event`] for events that take longer by design (a dead link is
+    /// noticed when a ping times out; a partitioned group redials at its next sync round).
+    pub fn wait_event_within(
+        &mut self,
+        what: &str,
+        within: Duration,
         mut pred: impl FnMut(&Value) -> bool,
     ) -> anyhow::Result<Value> {
         if let Some(i) = self
@@ -276,7 +287,7 @@ impl RpcProcess {
                 .map(|n| n["params"].clone())
                 .unwrap_or_default());
         }
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self

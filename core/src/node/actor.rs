@@ -8,7 +8,7 @@ use futures::{FutureExt, StreamExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
 use tokio::sync::{broadcast, mpsc};
 
 use super::group::Groups;
@@ -658,6 +658,7 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");
@@ -749,6 +750,20 @@ impl Actor {
                 tracing::debug!("incoming connection failed: {error}");
             }
             other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    /// A ping that timed out or failed means the link is dead (libp2p-ping only reports
+    /// it): close the connection, so that the peer shows as disconnected, the outbox and
+    /// gossip stop writing into it, and a new connection can be made when the link returns
+    /// (a partition otherwise lasts until TCP gives up, many minutes later).
+    fn on_ping(&mut self, event: ping::Event) {
+        match event.result {
+            Ok(_) | Err(ping::Failure::Unsupported) => {}
+            Err(failure) => {
+                tracing::info!(peer = %event.peer, "link dead ({failure}): closing it");
+                self.swarm.close_connection(event.connection);
+            }
         }
     }
 
@@ -992,6 +1007,10 @@ impl Actor {
     /// Peers we hold a connection to.
     pub(super) fn connected_peers(&self) -> Vec<PeerId> {
         self.connected.keys().copied().collect()
+    }
+
+    pub(super) fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected.contains_key(peer)
     }
 
     /// Every address we know for `peer`, newest first.

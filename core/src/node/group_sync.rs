@@ -26,6 +26,13 @@ const MAX_SYNCS_IN_FLIGHT: usize = 256;
 const TRANSFERS_IN_FLIGHT: usize = 4;
 /// Transfers queued per peer at most (each ≤ 64 items).
 const MAX_QUEUED_TRANSFERS: usize = 4_096;
+/// A group member keeps connections to at least this many fellow members (when it can
+/// reach them); gossip and sync flow along them.
+const GROUP_LINKS: usize = 3;
+/// Dials a sync round may start to keep groups linked.
+const MAX_DIALS_PER_ROUND: usize = 8;
+/// Peers whose last dial we remember (forgotten all at once beyond it).
+const MAX_DIAL_MEMORY: usize = 4_096;
 
 /// One of our sync requests awaiting its answer.
 #[derive(Debug)]
@@ -61,6 +68,8 @@ pub(super) struct SyncState {
     /// on the wire, so a large repair is a steady stream, not a flood of requests.
     queued: HashMap<PeerId, VecDeque<Transfer>>,
     in_flight: HashMap<PeerId, usize>,
+    /// When we last dialled a member to keep a group linked (see `keep_group_links`).
+    last_dial: HashMap<PeerId, u64>,
 }
 
 impl Actor {
@@ -128,6 +137,53 @@ impl Actor {
             self.sync_on_connect(peer);
         }
         self.flush_all_unpublished();
+        self.keep_group_links(now);
+    }
+
+    /// Dials fellow members of any group in which we are connected to fewer than
+    /// [`GROUP_LINKS`] of them: after a partition, or when the members we were linked to
+    /// went away, nothing else would bring the group together again (gossip and sync
+    /// need a connection). The members tried longest ago go first, at most
+    /// [`MAX_DIALS_PER_ROUND`] a round, so unreachable members cost a few failed dials a
+    /// round and the others still get their turn.
+    fn keep_group_links(&mut self, now: u64) {
+        let me = self.identity.public_key();
+        let mut wanted: BTreeSet<PeerId> = BTreeSet::new();
+        for group in self.groups.map.values() {
+            if !group.membership.is_member(&me) {
+                continue;
+            }
+            let mut linked = 0;
+            let mut unlinked = Vec::new();
+            for key in &group.membership.state().members {
+                let Ok(peer) = crate::identity::peer_id_of(key) else {
+                    continue;
+                };
+                if *key == me {
+                    continue;
+                }
+                if self.is_connected(&peer) {
+                    linked += 1;
+                } else {
+                    unlinked.push(peer);
+                }
+            }
+            if linked >= GROUP_LINKS {
+                continue;
+            }
+            unlinked.sort_by_key(|peer| self.sync.last_dial.get(peer).copied().unwrap_or(0));
+            wanted.extend(unlinked.into_iter().take(GROUP_LINKS - linked));
+        }
+        let mut wanted: Vec<PeerId> = wanted.into_iter().collect();
+        wanted.sort_by_key(|peer| self.sync.last_dial.get(peer).copied().unwrap_or(0));
+        if self.sync.last_dial.len() > MAX_DIAL_MEMORY {
+            self.sync.last_dial.clear();
+        }
+        for peer in wanted.into_iter().take(MAX_DIALS_PER_ROUND) {
+            tracing::debug!(%peer, "dialling a group member to keep the group linked");
+            self.sync.last_dial.insert(peer, now);
+            self.dial_peer(peer);
+        }
     }
 
     /// When the next sync round is due (if we are in any group).

@@ -1,9 +1,19 @@
 //! Groups across network shapes built from network namespaces: five hosts in a line (each
 //! reaches only its neighbours) and two sites that lose their link for a while.
 
+use std::time::Duration;
+
+use bonghwa_tests::WAIT;
 use bonghwa_tests::netns::{self, Chain};
 use bonghwa_tests::process::{Launch, RpcProcess};
 use serde_json::{Value, json};
+
+/// How long a node may take to notice a dead link: a ping every 15 s, answered within
+/// 20 s (libp2p-ping's defaults), plus margin for a loaded machine.
+const DEAD_LINK: Duration = Duration::from_secs(90);
+/// How long after a heal the other side's messages may take: the next sync round (every
+/// 30 s) redials, then reconciles; plus margin.
+const HEAL: Duration = Duration::from_secs(90);
 
 /// `node`'s address on `ip`.
 fn addr_at(node: &RpcProcess, ip: &str) -> anyhow::Result<String> {
@@ -44,7 +54,16 @@ fn joined(node: &mut RpcProcess, group: &str) -> anyhow::Result<()> {
 }
 
 fn received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow::Result<()> {
-    node.wait_event(&format!("{text:?} in the group"), |p| {
+    received_within(node, group, text, WAIT)
+}
+
+fn received_within(
+    node: &mut RpcProcess,
+    group: &str,
+    text: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    node.wait_event_within(&format!("{text:?} in the group"), within, |p| {
         p["kind"] == "message_received" && p["chat"] == group && p["message"]["text"] == text
     })?;
     Ok(())
@@ -155,6 +174,18 @@ fn a_partitioned_group_converges_after_the_link_comes_back() -> anyhow::Result<(
     }
 
     sites.cut(0)?;
+    // A real partition: every node notices that the other site is gone (a ping times out
+    // and the node closes the connection; TCP alone would hold it for many minutes).
+    let ids: Vec<String> = nodes.iter().map(RpcProcess::peer_id).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for (j, far) in ids.iter().enumerate() {
+            if (i < 2) != (j < 2) {
+                node.wait_event_within(&format!("{far} gone"), DEAD_LINK, |p| {
+                    p["kind"] == "peer_disconnected" && p["peer_id"] == *far
+                })?;
+            }
+        }
+    }
     // Both sides keep chatting among themselves.
     for (i, text) in [
         (0, "ana, split"),
@@ -179,7 +210,8 @@ fn a_partitioned_group_converges_after_the_link_comes_back() -> anyhow::Result<(
         "{ana_saw:?}"
     );
     sites.mend(0)?;
-    // After the heal every member gets what the other side said.
+    // After the heal every member gets what the other side said, with nobody asked to
+    // connect: members redial fellow members at their next sync round.
     for (j, node) in nodes.iter_mut().enumerate() {
         let missed: &[&str] = if j < 2 {
             &["cho, split", "eun, split"]
@@ -187,7 +219,7 @@ fn a_partitioned_group_converges_after_the_link_comes_back() -> anyhow::Result<(
             &["ana, split", "ben, split"]
         };
         for text in missed {
-            received(node, &group, text)?;
+            received_within(node, &group, text, HEAL)?;
         }
     }
     let reference = history(&mut nodes[0], &group)?;
