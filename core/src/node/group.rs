@@ -12,7 +12,7 @@
 //! - Display: a chat message is shown once its author's key has arrived; items that cannot
 //!   be opened yet are kept and opened when the key comes.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
@@ -72,9 +72,8 @@ pub(super) struct Group {
     shared: BTreeSet<[u8; 32]>,
     /// Chat items whose author's key we lack, by author.
     unopened: BTreeMap<[u8; 32], BTreeSet<MessageId>>,
-    /// Encoded items gossipsub did not take yet (no peer on the topic), with the message
-    /// they carry if it is one of ours.
-    unpublished: VecDeque<(Vec<u8>, Option<MessageId>)>,
+    /// Encoded items gossipsub did not take yet (no peer on the topic).
+    unpublished: VecDeque<Vec<u8>>,
 }
 
 /// What is persisted of a group (the log itself is in the store's group log).
@@ -99,6 +98,10 @@ pub(super) struct Groups {
     dirty: bool,
     /// Events waiting for that flush (store, then emit).
     pending_events: Vec<Event>,
+    /// Our chat items not yet handed to any member, by item id, with their message: it
+    /// turns `sent` when gossipsub takes the item or a member gets it from us by sync
+    /// (which is what carries it when the gossip queue overflowed or we restarted).
+    unsent: HashMap<MessageId, MessageId>,
 }
 
 /// What a received item did.
@@ -215,6 +218,38 @@ impl Actor {
             self.groups.map.insert(id, group);
             if member {
                 self.join_topic(&id);
+                self.restore_unsent(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds our chat items that no member had got when we stopped (their message is
+    /// still `pending`), so that they turn `sent` when sync hands them over. Looks at the
+    /// group's newest [`MAX_UNPUBLISHED`] messages.
+    fn restore_unsent(&mut self, id: &GroupId) -> NodeResult<()> {
+        let chat = id.to_hex();
+        let me = self.identity.public_key();
+        let pending: BTreeMap<_, MessageId> = self
+            .store
+            .messages(&chat, MAX_UNPUBLISHED, None)?
+            .into_iter()
+            .filter(|m| m.outgoing && m.status == MessageStatus::Pending)
+            .map(|m| (m.hlc, m.id))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        for (hlc, item_id) in self.store.group_items(&chat)? {
+            let Some(message) = pending.get(&hlc) else {
+                continue;
+            };
+            let Some(bytes) = self.store.group_item(&chat, &item_id)? else {
+                continue;
+            };
+            let ours = LogItem::decode(&bytes).is_ok_and(|item| item.author == me);
+            if ours {
+                self.groups.unsent.insert(item_id, *message);
             }
         }
         Ok(())
@@ -421,8 +456,9 @@ impl Actor {
         self.store.insert_message(&message)?;
         self.store.group_item_put(&chat, hlc, &item_id, &bytes)?;
         self.store.flush()?;
+        self.groups.unsent.insert(item_id, message_id);
         if let Some(group) = self.groups.map.get_mut(id) {
-            push_bounded(&mut group.unpublished, (bytes, Some(message_id)));
+            push_bounded(&mut group.unpublished, bytes);
         }
         self.flush_unpublished(id);
         Ok(message_id)
@@ -441,7 +477,7 @@ impl Actor {
             }
         }
         if let Some(group) = self.groups.map.get_mut(id) {
-            push_bounded(&mut group.unpublished, (bytes, None));
+            push_bounded(&mut group.unpublished, bytes);
         }
         Ok(())
     }
@@ -451,7 +487,7 @@ impl Actor {
     pub(super) fn flush_unpublished(&mut self, id: &GroupId) {
         let topic = IdentTopic::new(topic_for(id));
         loop {
-            let Some((bytes, message)) = self
+            let Some(bytes) = self
                 .groups
                 .map
                 .get_mut(id)
@@ -459,6 +495,7 @@ impl Actor {
             else {
                 return;
             };
+            let item_id = LogItem::id_of(&bytes);
             match self
                 .swarm
                 .behaviour_mut()
@@ -469,15 +506,21 @@ impl Actor {
                     if let Some(group) = self.groups.map.get_mut(id) {
                         group.unpublished.pop_front();
                     }
-                    if let Some(message) = message {
-                        self.update_status(&message, MessageStatus::Sent);
-                    }
+                    self.handed_over(&item_id);
                 }
                 Err(e) => {
                     tracing::debug!(group = %id.to_hex(), "not published yet: {e}");
                     return;
                 }
             }
+        }
+    }
+
+    /// One of our items left for a member (gossip took it, or a member fetched it or we
+    /// pushed it by sync): if it is a chat message of ours still `pending`, now `sent`.
+    pub(super) fn handed_over(&mut self, item_id: &MessageId) {
+        if let Some(message) = self.groups.unsent.remove(item_id) {
+            self.update_status(&message, MessageStatus::Sent);
         }
     }
 
@@ -1124,12 +1167,10 @@ impl Actor {
     }
 }
 
-fn push_bounded(
-    queue: &mut VecDeque<(Vec<u8>, Option<MessageId>)>,
-    item: (Vec<u8>, Option<MessageId>),
-) {
+fn push_bounded(queue: &mut VecDeque<Vec<u8>>, item: Vec<u8>) {
     if queue.len() >= MAX_UNPUBLISHED {
-        // Sync repairs what gossip never carried.
+        // Sync repairs what gossip never carried (and a message of ours turns `sent`
+        // when it does: see `handed_over`).
         queue.pop_front();
     }
     queue.push_back(item);

@@ -278,10 +278,19 @@ impl Actor {
             }
             SyncRequest::Fetch { ids, .. } => {
                 let chat = group.to_hex();
-                let items = ids
+                let found: Vec<(MessageId, Vec<u8>)> = ids
                     .iter()
-                    .filter_map(|id| self.store.group_item(&chat, id).ok().flatten());
-                SyncResponse::Envelopes(pack_envelopes(items).0)
+                    .filter_map(|id| {
+                        let bytes = self.store.group_item(&chat, id).ok().flatten()?;
+                        Some((*id, bytes))
+                    })
+                    .collect();
+                let ids: Vec<MessageId> = found.iter().map(|(id, _)| *id).collect();
+                let (page, used) = pack_envelopes(found.into_iter().map(|(_, bytes)| bytes));
+                for id in &ids[..used] {
+                    self.handed_over(id);
+                }
+                SyncResponse::Envelopes(page)
             }
             SyncRequest::Push { envelopes, .. } => {
                 self.take_synced(&envelopes);
@@ -420,6 +429,9 @@ impl Actor {
                     let page: Vec<Vec<u8>> = page.into_iter().filter(|p| !p.is_empty()).collect();
                     if page.is_empty() {
                         continue;
+                    }
+                    for id in &ids {
+                        self.handed_over(id);
                     }
                     (
                         SyncRequest::Push {

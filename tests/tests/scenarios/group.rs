@@ -230,6 +230,53 @@ fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow:
     Ok(())
 }
 
+/// The status a message has in `node`'s history.
+fn status_of(node: &mut RpcProcess, chat: &str, id: &str) -> anyhow::Result<Value> {
+    let history = node.call("messages", json!({"chat": chat, "limit": 1000}))?;
+    Ok(history
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["id"] == id))
+        .map(|m| m["status"].clone())
+        .unwrap_or_default())
+}
+
+#[test]
+fn a_message_written_with_nobody_reachable_turns_sent_when_a_member_gets_it_after_a_restart()
+-> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let (mut alice, bob, carol, group) = three_in_a_group(tmp.path(), "night shift")?;
+    for other in [bob, carol] {
+        let id = other.peer_id();
+        other.shutdown()?;
+        alice.wait_event("a member gone", |p| {
+            p["kind"] == "peer_disconnected" && p["peer_id"] == id.as_str()
+        })?;
+    }
+    let sent = alice.call("send", json!({"to": group, "text": "anyone there?"}))?;
+    let id = sent["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        status_of(&mut alice, &group, &id)?,
+        "pending",
+        "nobody got it"
+    );
+    alice.shutdown()?;
+
+    // Alice comes back first, then bob: he gets it by sync, and alice sees it leave.
+    let launch = Launch::default();
+    let mut alice = RpcProcess::spawn(&bin, "alice", &tmp.path().join("alice"), &launch)?;
+    assert_eq!(
+        status_of(&mut alice, &group, &id)?,
+        "pending",
+        "after the restart"
+    );
+    let mut bob = RpcProcess::spawn(&bin, "bob", &tmp.path().join("bob"), &launch)?;
+    bob.call("connect", json!({"addr": alice.addr()}))?;
+    received(&mut bob, &group, "anyone there?")?;
+    alice.wait_status(&group, &id, "sent")?;
+    Ok(())
+}
+
 #[test]
 fn a_member_killed_during_traffic_catches_up_with_nothing_lost_or_doubled() -> anyhow::Result<()> {
     const EACH: usize = 30;
