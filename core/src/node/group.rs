@@ -26,7 +26,7 @@ use crate::crypto::group::{
 };
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
-use crate::model::{ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::model::{ContactState, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage};
 use crate::net;
 use crate::proto::group::{KeyAction, Membership};
 use crate::proto::outbox;
@@ -46,6 +46,8 @@ const MAX_RELAYED_TOPICS: usize = 4_096;
 const MAX_CARDS: usize = 2 * MAX_GROUP_MEMBERS;
 /// Items waiting for a gossip peer, per group.
 const MAX_UNPUBLISHED: usize = 4_096;
+/// Our sends whose chain state we keep, per group, for members we learn of late.
+const MAX_CHECKPOINTS: usize = 64;
 /// Chat items kept while their author's key has not arrived, per group.
 const MAX_UNOPENED: usize = 4_096;
 /// Room an invite leaves for the sender's card, the payload fields and what `group_add`
@@ -64,6 +66,10 @@ pub(super) struct Group {
     pub(super) membership: Membership,
     /// Our sending chain; `None` once we left or were removed.
     my_key: Option<SenderKey>,
+    /// The chain as it was before each of our latest sends (≤ [`MAX_CHECKPOINTS`], this
+    /// generation only), with the send's HLC: a member we learn of late gets our key from
+    /// the first message we sent after it was added, not from now (see `key_for`).
+    checkpoints: VecDeque<(Hlc, ChainState)>,
     /// Other members' chains, by identity key.
     chains: BTreeMap<[u8; 32], ReceiverChain>,
     /// Members' cards, by identity key (to seal keys to them).
@@ -81,6 +87,7 @@ pub(super) struct Group {
 struct GroupRecord {
     ops: Vec<SignedOp>,
     my_key: Option<SenderKey>,
+    checkpoints: Vec<(Hlc, ChainState)>,
     chains: Vec<([u8; 32], ReceiverChain)>,
     cards: Vec<ContactCard>,
     shared: Vec<[u8; 32]>,
@@ -121,6 +128,7 @@ impl Group {
         Self {
             membership,
             my_key: None,
+            checkpoints: VecDeque::new(),
             chains: BTreeMap::new(),
             cards: BTreeMap::new(),
             shared: BTreeSet::new(),
@@ -152,10 +160,36 @@ impl Group {
             .find(|key| identity::peer_id_of(key).ok().as_ref() == Some(peer))
     }
 
+    /// The state of our chain to give `member`: from the first of our kept sends made
+    /// after the op that (last) admitted it, so that what we sent before we knew of it is
+    /// readable there too; nothing from before it was admitted. Our current state if we
+    /// have not sent since (or that send is no longer kept).
+    fn key_for(&self, member: &[u8; 32], key: &SenderKey) -> ChainState {
+        let admitted = self
+            .membership
+            .ops()
+            .filter(|op| match &op.op {
+                MembershipOp::Add { member: added } => added == member,
+                MembershipOp::Create { members, .. } => members.contains(member),
+                _ => false,
+            })
+            .map(|op| op.hlc)
+            .max();
+        admitted
+            .and_then(|at| {
+                self.checkpoints
+                    .iter()
+                    .find(|(sent, _)| *sent > at)
+                    .map(|(_, state)| state.clone())
+            })
+            .unwrap_or_else(|| key.state().clone())
+    }
+
     fn record(&self) -> GroupRecord {
         GroupRecord {
             ops: self.membership.ops().cloned().collect(),
             my_key: self.my_key.clone(),
+            checkpoints: self.checkpoints.iter().cloned().collect(),
             chains: self.chains.iter().map(|(k, c)| (*k, c.clone())).collect(),
             cards: self.cards.values().cloned().collect(),
             shared: self.shared.iter().copied().collect(),
@@ -206,6 +240,7 @@ impl Actor {
             }
             let mut group = Group::new(membership);
             group.my_key = record.my_key;
+            group.checkpoints = record.checkpoints.into_iter().collect();
             group.chains = record.chains.into_iter().collect();
             group.cards = record.cards.into_iter().map(|c| (c.identity, c)).collect();
             group.shared = record.shared.into_iter().collect();
@@ -435,6 +470,10 @@ impl Actor {
         let key = group.my_key.as_mut().ok_or_else(|| {
             NodeError::InvalidArgument("you are not a member of this group any more".into())
         })?;
+        if group.checkpoints.len() >= MAX_CHECKPOINTS {
+            group.checkpoints.pop_front();
+        }
+        group.checkpoints.push_back((hlc, key.state().clone()));
         let envelope = GroupEnvelope::seal(key, &signing, id, &payload)
             .map_err(|e| NodeError::InvalidArgument(format!("cannot seal: {e}")))?;
         let item = LogItem::sign(&signing, *id, hlc, LogBody::Message(envelope));
@@ -547,28 +586,27 @@ impl Actor {
         let Some(key) = &group.my_key else {
             return Ok(());
         };
-        let state = key.state().clone();
-        let owed: Vec<ContactCard> = group
+        let owed: Vec<(ContactCard, ChainState)> = group
             .membership
             .state()
             .members
             .iter()
             .filter(|m| **m != me && !group.shared.contains(*m))
-            .filter_map(|m| group.cards.get(m).cloned())
+            .filter_map(|m| Some((group.cards.get(m)?.clone(), group.key_for(m, key))))
             .collect();
         if owed.is_empty() {
             return Ok(());
         }
-        let plain = postcard::to_stdvec(&state)
-            .map_err(|e| NodeError::InvalidArgument(format!("cannot encode a key: {e}")))?;
         let mut sealed = Vec::with_capacity(owed.len());
-        for card in &owed {
+        for (card, state) in &owed {
+            let plain = postcard::to_stdvec(state)
+                .map_err(|e| NodeError::InvalidArgument(format!("cannot encode a key: {e}")))?;
             let copy = crypto::seal(self.identity.msg_secret(), &card.msg_key, &plain)
                 .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
             sealed.push((card.identity, copy));
         }
         if let Some(group) = self.groups.map.get_mut(id) {
-            group.shared.extend(owed.iter().map(|c| c.identity));
+            group.shared.extend(owed.iter().map(|(c, _)| c.identity));
         }
         self.author(id, LogBody::Keys(sealed))
     }
@@ -864,6 +902,7 @@ impl Actor {
                     && let Ok(key) = SenderKey::generate()
                 {
                     group.my_key = Some(key);
+                    group.checkpoints.clear();
                     group.shared.clear();
                 }
             }
@@ -872,11 +911,13 @@ impl Actor {
                     && let Ok(next) = key.rotate()
                 {
                     group.my_key = Some(next);
+                    group.checkpoints.clear();
                     group.shared.clear();
                 }
             }
             KeyAction::Stop => {
                 group.my_key = None;
+                group.checkpoints.clear();
                 group.chains.clear();
                 group.shared.clear();
                 stop = true;

@@ -69,6 +69,46 @@ fn received_within(
     Ok(())
 }
 
+/// A real partition: every node notices that every node on the other side (`side_of`) is
+/// gone (a ping times out and the node closes the connection; TCP alone would hold it for
+/// many minutes).
+fn wait_split(nodes: &mut [RpcProcess], side_of: impl Fn(usize) -> usize) -> anyhow::Result<()> {
+    let ids: Vec<String> = nodes.iter().map(RpcProcess::peer_id).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for (j, far) in ids.iter().enumerate() {
+            if side_of(i) != side_of(j) {
+                node.wait_event_within(&format!("{far} gone"), DEAD_LINK, |p| {
+                    p["kind"] == "peer_disconnected" && p["peer_id"] == *far
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `names` on `sites` (name i on host `site_of(i)`), each pair contacts and
+/// connected.
+fn spawn_paired(
+    sites: &Chain,
+    dir: &std::path::Path,
+    names: &[&str],
+    site_of: impl Fn(usize) -> usize,
+) -> anyhow::Result<Vec<RpcProcess>> {
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        nodes.push(spawn_in(&sites.hosts[site_of(i)], name, &dir.join(name))?);
+    }
+    for i in 0..nodes.len() {
+        for j in (i + 1)..nodes.len() {
+            let site = site_of(j);
+            let addr = addr_at(&nodes[j], &sites.ip_of(site, site == 0))?;
+            let (left, right) = nodes.split_at_mut(j);
+            pair(&mut left[i], &mut right[0], &addr)?;
+        }
+    }
+    Ok(nodes)
+}
+
 fn history(node: &mut RpcProcess, group: &str) -> anyhow::Result<Vec<(String, String)>> {
     let messages = node.call("messages", json!({"chat": group, "limit": 1000}))?;
     Ok(messages
@@ -143,19 +183,7 @@ fn a_partitioned_group_converges_after_the_link_comes_back() -> anyhow::Result<(
     let sites = Chain::create(2)?;
     let tmp = tempfile::tempdir()?;
     let names = ["ana", "ben", "cho", "dan", "eun"];
-    let mut nodes = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let site = usize::from(i >= 2);
-        nodes.push(spawn_in(&sites.hosts[site], name, &tmp.path().join(name))?);
-    }
-    let site_ip = |i: usize| sites.ip_of(usize::from(i >= 2), i < 2);
-    for i in 0..5 {
-        for j in (i + 1)..5 {
-            let addr = addr_at(&nodes[j], &site_ip(j))?;
-            let (left, right) = nodes.split_at_mut(j);
-            pair(&mut left[i], &mut right[0], &addr)?;
-        }
-    }
+    let mut nodes = spawn_paired(&sites, tmp.path(), &names, |i| usize::from(i >= 2))?;
     let others: Vec<String> = nodes[1..].iter().map(RpcProcess::peer_id).collect();
     let created = nodes[0].call("group_create", json!({"name": "split", "members": others}))?;
     let group = created["group_id"].as_str().unwrap_or_default().to_owned();
@@ -174,18 +202,7 @@ fn a_partitioned_group_converges_after_the_link_comes_back() -> anyhow::Result<(
     }
 
     sites.cut(0)?;
-    // A real partition: every node notices that the other site is gone (a ping times out
-    // and the node closes the connection; TCP alone would hold it for many minutes).
-    let ids: Vec<String> = nodes.iter().map(RpcProcess::peer_id).collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        for (j, far) in ids.iter().enumerate() {
-            if (i < 2) != (j < 2) {
-                node.wait_event_within(&format!("{far} gone"), DEAD_LINK, |p| {
-                    p["kind"] == "peer_disconnected" && p["peer_id"] == *far
-                })?;
-            }
-        }
-    }
+    wait_split(&mut nodes, |i| usize::from(i >= 2))?;
     // Both sides keep chatting among themselves.
     for (i, text) in [
         (0, "ana, split"),
@@ -232,5 +249,55 @@ fn a_partitioned_group_converges_after_the_link_comes_back() -> anyhow::Result<(
             node.name
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_member_added_during_a_partition_reads_what_the_other_side_said_after_the_add()
+-> anyhow::Result<()> {
+    if !netns::available(
+        "a_member_added_during_a_partition_reads_what_the_other_side_said_after_the_add",
+    ) {
+        return Ok(());
+    }
+    // Site 0: ana, cho, dan. Site 1: ben.
+    let sites = Chain::create(2)?;
+    let tmp = tempfile::tempdir()?;
+    let names = ["ana", "ben", "cho", "dan"];
+    let side_of = |i: usize| usize::from(i == 1);
+    let mut nodes = spawn_paired(&sites, tmp.path(), &names, side_of)?;
+    let first = [nodes[1].peer_id(), nodes[2].peer_id()];
+    let created = nodes[0].call("group_create", json!({"name": "site", "members": first}))?;
+    let group = created["group_id"].as_str().unwrap_or_default().to_owned();
+    joined(&mut nodes[1], &group)?;
+    joined(&mut nodes[2], &group)?;
+    for i in 0..3 {
+        let text = format!("hello from {}", names[i]);
+        nodes[i].call("send", json!({"to": group, "text": text}))?;
+        for j in (0..3).filter(|j| *j != i) {
+            received(&mut nodes[j], &group, &text)?;
+        }
+    }
+
+    sites.cut(0)?;
+    wait_split(&mut nodes, side_of)?;
+    // Ana adds dan; ben, cut off, cannot know, and keeps talking.
+    let dan = nodes[3].peer_id();
+    nodes[0].call("group_add", json!({"group": group, "member": dan}))?;
+    joined(&mut nodes[3], &group)?;
+    nodes[1].call("send", json!({"to": group, "text": "said in the dark"}))?;
+    sites.mend(0)?;
+
+    // After the heal ben learns of dan and gives him his key from the first message he
+    // sent after dan was added: dan reads it, though ben wrote it before he knew.
+    for i in [0, 2, 3] {
+        received_within(&mut nodes[i], &group, "said in the dark", HEAL)?;
+    }
+    // Nothing from before dan was added.
+    let dan_saw: Vec<String> = history(&mut nodes[3], &group)?
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(dan_saw, vec!["said in the dark".to_owned()]);
     Ok(())
 }
