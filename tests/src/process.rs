@@ -158,6 +158,20 @@ impl RpcProcess {
             .to_owned()
     }
 
+    /// The TCP listen address on `ip` (with `/p2p/…`): for hosts with several links.
+    pub fn tcp_addr_on(&self, ip: &str) -> anyhow::Result<String> {
+        let addrs = self.identity["addrs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|a| a.starts_with(&format!("/ip4/{ip}/tcp/")))
+            .map(str::to_owned)
+            .with_context(|| format!("{} has no tcp address on {ip}: {addrs:?}", self.name))
+    }
+
     /// The first listen address (with `/p2p/…`).
     pub fn addr(&self) -> String {
         self.identity["addrs"][0]

@@ -96,20 +96,6 @@ fn bytes_json(b: LinkBytes) -> Value {
     json!({"ana_to_ben": b.rightward, "ben_to_ana": b.leftward, "total": b.total()})
 }
 
-/// `node`'s TCP address on `ip`.
-fn addr_at(node: &RpcProcess, ip: &str) -> anyhow::Result<String> {
-    let addrs = node.identity["addrs"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    addrs
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|a| a.starts_with(&format!("/ip4/{ip}/tcp/")))
-        .map(str::to_owned)
-        .with_context(|| format!("{} has no tcp address on {ip}: {addrs:?}", node.name))
-}
-
 /// The group chat's unread count.
 fn unread(node: &mut RpcProcess, group: &str) -> anyhow::Result<u64> {
     let chats = node.call("chats", json!({}))?;
@@ -294,7 +280,7 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     let mut sides: [Side; 2] = sides.try_into().map_err(|_| anyhow::anyhow!("two nodes"))?;
     let ids = [sides[0].node.peer_id(), sides[1].node.peer_id()];
-    let ben_addr = addr_at(&sides[1].node, &ips[1])?;
+    let ben_addr = sides[1].node.tcp_addr_on(&ips[1])?;
 
     // Contacts, a connection, the group, and one message each way (sender keys).
     let codes = [sides[0].node.code(), sides[1].node.code()];

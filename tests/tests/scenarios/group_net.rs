@@ -6,7 +6,7 @@ use std::time::Duration;
 use bonghwa_tests::WAIT;
 use bonghwa_tests::netns::{self, Chain};
 use bonghwa_tests::process::{Launch, RpcProcess};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How long a node may take to notice a dead link: a ping every 15 s, answered within
 /// 20 s (libp2p-ping's defaults), plus margin for a loaded machine.
@@ -14,20 +14,6 @@ const DEAD_LINK: Duration = Duration::from_secs(90);
 /// How long after a heal the other side's messages may take: the next sync round (every
 /// 30 s) redials, then reconciles; plus margin.
 const HEAL: Duration = Duration::from_secs(90);
-
-/// `node`'s address on `ip`.
-fn addr_at(node: &RpcProcess, ip: &str) -> anyhow::Result<String> {
-    let addrs = node.identity["addrs"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    addrs
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|a| a.starts_with(&format!("/ip4/{ip}/tcp/")))
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("{} has no tcp address on {ip}: {addrs:?}", node.name))
-}
 
 fn spawn_in(host: &str, name: &str, dir: &std::path::Path) -> anyhow::Result<RpcProcess> {
     let launch = Launch {
@@ -101,7 +87,7 @@ fn spawn_paired(
     for i in 0..nodes.len() {
         for j in (i + 1)..nodes.len() {
             let site = site_of(j);
-            let addr = addr_at(&nodes[j], &sites.ip_of(site, site == 0))?;
+            let addr = nodes[j].tcp_addr_on(&sites.ip_of(site, site == 0))?;
             let (left, right) = nodes.split_at_mut(j);
             pair(&mut left[i], &mut right[0], &addr)?;
         }
@@ -139,7 +125,7 @@ fn five_nodes_in_a_line_reach_each_other_end_to_end() -> anyhow::Result<()> {
         nodes.push(spawn_in(&chain.hosts[i], name, &tmp.path().join(name))?);
     }
     for i in 0..4 {
-        let addr = addr_at(&nodes[i + 1], &chain.ip_of(i + 1, false))?;
+        let addr = nodes[i + 1].tcp_addr_on(&chain.ip_of(i + 1, false))?;
         let (left, right) = nodes.split_at_mut(i + 1);
         pair(&mut left[i], &mut right[0], &addr)?;
     }
