@@ -22,7 +22,7 @@ use super::actor::{Actor, ttl_expiry};
 use super::{NodeError, NodeResult, now_ms};
 use crate::crypto;
 use crate::crypto::group::{
-    ChainState, GroupId, ReceiverChain, SenderKey, TOPIC_PREFIX, signing_key_of, topic_for,
+    ChainState, GroupId, ReceiverChain, SenderKey, signing_key_of, topic_for,
 };
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
@@ -41,7 +41,6 @@ pub(super) const MAX_GROUP_MEMBERS: usize = MAX_SEALED_KEYS;
 /// Groups one node keeps.
 const MAX_GROUPS: usize = 256;
 /// Group topics a relay carries for its clients at most.
-const MAX_RELAYED_TOPICS: usize = 4_096;
 /// Cards kept per group (members' and those about to be added).
 const MAX_CARDS: usize = 2 * MAX_GROUP_MEMBERS;
 /// Items waiting for a gossip peer, per group.
@@ -99,10 +98,10 @@ struct GroupRecord {
 pub(super) struct Groups {
     pub(super) map: BTreeMap<GroupId, Group>,
     topics: BTreeMap<TopicHash, GroupId>,
-    /// On a relay: group topics it carries for its clients.
-    relayed: BTreeSet<TopicHash>,
+    /// On a relay: group topics it carries for its clients (see `group_relay`).
+    pub(super) relayed: BTreeSet<TopicHash>,
     /// Gossip items taken since the last flush.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// Events waiting for that flush (store, then emit).
     pending_events: Vec<Event>,
     /// Our chat items not yet handed to any member, by item id, with their message: it
@@ -299,7 +298,7 @@ impl Actor {
     }
 
     /// Joins a group topic with the group scoring (see [`net::group_topic_score`]).
-    fn subscribe_scored(&mut self, topic: IdentTopic) -> Result<bool, String> {
+    pub(super) fn subscribe_scored(&mut self, topic: IdentTopic) -> Result<bool, String> {
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         gossipsub.set_topic_params(topic.clone(), net::group_topic_score())?;
         gossipsub.subscribe(&topic).map_err(|e| e.to_string())
@@ -1037,13 +1036,7 @@ impl Actor {
                 let acceptance = match known.map(|_| self.take_item(&message.data)) {
                     // A relay carrying a topic for its clients: it holds no keys and no
                     // membership, so it forwards what is well formed and signed.
-                    None if relayed => {
-                        if LogItem::decode(&message.data).is_ok() {
-                            MessageAcceptance::Accept
-                        } else {
-                            MessageAcceptance::Reject
-                        }
-                    }
+                    None if relayed => self.relay_item(&message.topic, &message.data),
                     Some(Taken::New) => {
                         // Flushed once for the whole batch of swarm events (see
                         // `commit_groups`); an item lost to a crash comes back by sync.
@@ -1070,32 +1063,6 @@ impl Actor {
                 self.relay_topic(&topic, peer_id);
             }
             _ => {}
-        }
-    }
-
-    /// On a relay: a client joined a group topic, so the relay joins it too and carries
-    /// its traffic (ciphertext) between members that reach each other only through the
-    /// relay. That subscription is how a member asks. Bounded by [`MAX_RELAYED_TOPICS`].
-    fn relay_topic(&mut self, topic: &TopicHash, client: PeerId) {
-        if self.mailbox.is_none()
-            || !topic.as_str().starts_with(TOPIC_PREFIX)
-            || self.groups.relayed.contains(topic)
-        {
-            return;
-        }
-        if self.groups.relayed.len() >= MAX_RELAYED_TOPICS {
-            tracing::warn!(
-                "relaying {MAX_RELAYED_TOPICS} group topics already; {topic} not joined"
-            );
-            return;
-        }
-        let joined = IdentTopic::new(topic.as_str());
-        match self.subscribe_scored(joined) {
-            Ok(_) => {
-                tracing::info!(%client, %topic, "relaying a group topic");
-                self.groups.relayed.insert(topic.clone());
-            }
-            Err(e) => tracing::warn!("cannot join group topic {topic}: {e}"),
         }
     }
 

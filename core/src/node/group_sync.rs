@@ -112,11 +112,16 @@ impl Actor {
     /// A connection to `peer` opened: reconcile every group it shares with us.
     pub(super) fn sync_on_connect(&mut self, peer: PeerId) {
         let me = self.identity.public_key();
+        // Our relays keep our groups' items too (`group_relay`): every group is shared
+        // with them.
+        let relay = self.mail.relays.iter().any(|(r, _)| *r == peer);
         let shared: Vec<GroupId> = self
             .groups
             .map
             .iter()
-            .filter(|(_, g)| g.membership.is_member(&me) && g.member_key_of(&peer).is_some())
+            .filter(|(_, g)| {
+                g.membership.is_member(&me) && (relay || g.member_key_of(&peer).is_some())
+            })
             .map(|(id, _)| *id)
             .collect();
         for group in shared {
@@ -261,12 +266,13 @@ impl Actor {
             | SyncRequest::Push { group_id, .. } => *group_id,
         };
         let me = self.identity.public_key();
-        let allowed = self.groups.map.get(&group).is_some_and(|g| {
+        let member = self.groups.map.get(&group).is_some_and(|g| {
             g.membership.is_member(&me)
                 && g.member_key_of(&peer)
                     .is_some_and(|k| g.membership.is_member(&k))
         });
-        if !allowed {
+        let as_relay = !member && self.relays_group(&group);
+        if !member && !as_relay {
             return SyncResponse::Refused("not a member of that group".into());
         }
         match request {
@@ -291,6 +297,10 @@ impl Actor {
                     self.handed_over(id);
                 }
                 SyncResponse::Envelopes(page)
+            }
+            SyncRequest::Push { envelopes, .. } if as_relay => {
+                self.take_relayed(&group, &envelopes);
+                SyncResponse::Accepted
             }
             SyncRequest::Push { envelopes, .. } => {
                 self.take_synced(&envelopes);

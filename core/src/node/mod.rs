@@ -8,6 +8,7 @@
 mod actor;
 mod direct;
 mod group;
+mod group_relay;
 mod group_sync;
 mod mail_client;
 mod reach;

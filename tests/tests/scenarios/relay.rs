@@ -3,6 +3,7 @@
 //! refuse clearly while the relay keeps serving. The clients here are raw libp2p peers
 //! speaking `/bonghwa/mailbox/1` with chosen identities.
 
+use anyhow::Context;
 use bonghwa_core::crypto::MAX_ENVELOPE;
 use bonghwa_core::wire::{MAX_MAILBOX_REQUEST_BYTES, MailboxRequest, MailboxResponse};
 use bonghwa_tests::hostile::{Attacker, frame};
@@ -457,6 +458,111 @@ fn a_relay_carries_group_traffic_it_cannot_read() -> anyhow::Result<()> {
     assert!(
         !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the relay carried plaintext"
+    );
+    Ok(())
+}
+
+/// The texts of a group, oldest first.
+fn group_texts(node: &mut RpcProcess, group: &str) -> anyhow::Result<Vec<String>> {
+    let history = node.call("messages", json!({"chat": group, "limit": 1000}))?;
+    Ok(history
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn group_received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow::Result<()> {
+    node.wait_event(&format!("{text:?} in the group"), |p| {
+        p["kind"] == "message_received" && p["chat"] == group && p["message"]["text"] == text
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_member_back_when_everyone_else_is_offline_catches_up_from_the_relay() -> anyhow::Result<()> {
+    const COUNT: usize = 20;
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let relay = RelayProcess::spawn(&bin, &tmp.path().join("relay"), &[])?;
+    let launch = Launch {
+        args: vec!["--bootstrap".into(), relay.addr()],
+        ..Launch::default()
+    };
+    let names = ["alice", "bob", "carol"];
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(RpcProcess::spawn(
+            &bin,
+            name,
+            &tmp.path().join(name),
+            &launch,
+        )?);
+    }
+    let codes: Vec<String> = nodes.iter().map(RpcProcess::code).collect();
+    let addrs: Vec<String> = nodes.iter().map(RpcProcess::addr).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for (j, code) in codes.iter().enumerate() {
+            if i != j {
+                node.call("contact_add", json!({"code": code}))?;
+            }
+        }
+        for addr in addrs.iter().skip(i + 1) {
+            node.call("connect", json!({"addr": addr}))?;
+        }
+    }
+    let others = [nodes[1].peer_id(), nodes[2].peer_id()];
+    let created = nodes[0].call(
+        "group_create",
+        json!({"name": "흩어진 가족", "members": others}),
+    )?;
+    let group = created["group_id"].as_str().unwrap_or_default().to_owned();
+    for node in &mut nodes[1..] {
+        node.wait_event("the invite", |p| {
+            p["kind"] == "group_changed" && p["group"] == group.as_str()
+        })?;
+    }
+    // Everyone's key is out.
+    for i in 0..3 {
+        let text = format!("hello from {}", names[i]);
+        nodes[i].call("send", json!({"to": group, "text": text}))?;
+        for j in (0..3).filter(|j| *j != i) {
+            group_received(&mut nodes[j], &group, &text)?;
+        }
+    }
+    let mut nodes = nodes.into_iter();
+    let (mut alice, mut bob, carol) = (
+        nodes.next().context("alice")?,
+        nodes.next().context("bob")?,
+        nodes.next().context("carol")?,
+    );
+    carol.shutdown()?;
+    for i in 0..COUNT {
+        let (from, to) = if i % 2 == 0 {
+            (&mut alice, &mut bob)
+        } else {
+            (&mut bob, &mut alice)
+        };
+        let text = format!("while carol was away {i}");
+        from.call("send", json!({"to": group, "text": text}))?;
+        group_received(to, &group, &text)?;
+    }
+    let expected = group_texts(&mut alice, &group)?;
+    alice.shutdown()?;
+    bob.shutdown()?;
+
+    // Carol is back; alice and bob are not: only the relay has what she missed.
+    let mut carol = RpcProcess::spawn(&bin, "carol", &tmp.path().join("carol"), &launch)?;
+    carol.count_events("the missed messages from the relay", COUNT, |p| {
+        p["kind"] == "message_received" && p["chat"] == group.as_str()
+    })?;
+    assert_eq!(
+        group_texts(&mut carol, &group)?,
+        expected,
+        "all, once, in order"
     );
     Ok(())
 }
