@@ -355,6 +355,7 @@ impl Actor {
             &signing,
             id,
             self.clock.tick(now_ms()),
+            Vec::new(),
             MembershipOp::Create {
                 name: name.to_owned(),
                 salt,
@@ -394,14 +395,12 @@ impl Actor {
                 "a group has at most {MAX_GROUP_MEMBERS} members"
             )));
         }
-        let op = SignedOp::sign(
-            &self.signing()?,
-            *id,
-            self.clock.tick(now_ms()),
+        let op = self.sign_op(
+            id,
             MembershipOp::Add {
                 member: card.identity,
             },
-        );
+        )?;
         self.author(id, LogBody::Op(op))?;
         self.author(id, LogBody::Card(card.clone()))?;
         self.share_keys(id)?;
@@ -410,6 +409,20 @@ impl Actor {
         self.store.flush()?;
         self.flush_unpublished(id);
         Ok(())
+    }
+
+    /// Signs a membership op after every op we hold (our heads as its `deps`, and an HLC
+    /// above theirs, or the fold would ignore it).
+    fn sign_op(&mut self, id: &GroupId, op: MembershipOp) -> NodeResult<SignedOp> {
+        let group = self.member_group(id)?;
+        let heads = group.membership.heads();
+        let latest = group.membership.ops().map(|op| op.hlc).max();
+        if let Some(latest) = latest {
+            self.clock
+                .observe(latest, now_ms(), super::actor::MAX_SKEW_MS);
+        }
+        let hlc = self.clock.tick(now_ms());
+        Ok(SignedOp::sign(&self.signing()?, *id, hlc, heads, op))
     }
 
     /// `group_remove` / `group_leave`: a membership op that makes the others rotate.
@@ -435,7 +448,7 @@ impl Actor {
                 MembershipOp::Leave
             }
         };
-        let op = SignedOp::sign(&self.signing()?, *id, self.clock.tick(now_ms()), op);
+        let op = self.sign_op(id, op)?;
         self.author(id, LogBody::Op(op))?;
         self.share_keys(id)?;
         self.save_group(id)?;

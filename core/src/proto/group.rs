@@ -10,18 +10,27 @@
 //!   ignored;
 //! - only a current member may `Add` or `Remove`; an op whose author is not a member at
 //!   that point is ignored, so a removed member's later ops change nothing;
-//! - `Leave` removes its author; `Add` beyond [`MAX_MEMBERS`] is ignored.
+//! - `Leave` removes its author; `Add` beyond [`MAX_MEMBERS`] is ignored;
+//! - an op must come after what it names: one whose HLC is not above that of every held
+//!   op it names (`deps`) is ignored;
+//! - **a removal cancels its target's ops it did not know of**: when a `Remove` of A (or
+//!   A's `Leave`) takes effect, A's earlier ops (in fold order) that are not among the
+//!   removal's ancestors (through `deps`) are ignored, and the fold runs again without
+//!   them until nothing more is cancelled. So a removed member cannot sign its way back
+//!   with a backdated op: one that names the removal comes after it (A is out by then),
+//!   and one that does not is unknown to the removal and cancelled by it. The price: an
+//!   op A made during a partition that the remover never saw is cancelled too (removal
+//!   wins over what its target did concurrently).
 //!
 //! After each change the machine tells us what to do with **our** sender key: share it
 //! with new members, rotate it when someone left or was removed (so they cannot read on),
 //! start one when we joined, or drop it when we are out.
 //!
-//! Known limit: the order is the authors' HLC claims. A removed member could sign an op
-//! with a backdated HLC that sorts before its removal, and it would count. Closing that
-//! needs ops that name their causal predecessors; until then, clients should show
-//! membership changes so people notice.
+//! Ops name at most [`crate::wire::group::MAX_DEPS`] heads; an author with more heads
+//! than that leaves the oldest out, and a removal made then could cancel ops it did know
+//! of. It takes that many concurrent membership changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::crypto::group::GroupId;
 use crate::model::Hlc;
@@ -145,6 +154,22 @@ impl Membership {
         self.ops.values()
     }
 
+    /// The held ops that no other held op names, newest first: what a new op of ours
+    /// names as its `deps`.
+    pub fn heads(&self) -> Vec<OpId> {
+        let named: BTreeSet<OpId> = self
+            .ops
+            .values()
+            .flat_map(|op| op.deps.iter().copied())
+            .collect();
+        self.ops
+            .keys()
+            .rev()
+            .map(|(_, id)| *id)
+            .filter(|id| !named.contains(id))
+            .collect()
+    }
+
     /// Verifies and takes one op; a repeat changes nothing.
     pub fn apply(&mut self, op: SignedOp) -> Result<Change, MembershipError> {
         self.apply_all([op])
@@ -175,7 +200,7 @@ impl Membership {
             return Ok(Change::none());
         }
         self.ops.extend(fresh);
-        let before = std::mem::replace(&mut self.state, fold(self.ops.values()));
+        let before = std::mem::replace(&mut self.state, fold(&self.ops));
         Ok(self.diff(&before))
     }
 
@@ -200,11 +225,54 @@ impl Membership {
     }
 }
 
-/// Folds ops, given in `(hlc, op id)` order, into a state. Pure and total: invalid steps
-/// are skipped, never errors, so every member skips the same ones.
-fn fold<'a>(ops: impl IntoIterator<Item = &'a SignedOp>) -> GroupState {
+type Ops = BTreeMap<(Hlc, OpId), SignedOp>;
+/// A removal that took effect: where it sits in the fold, and whom it removed.
+type Removal = ((Hlc, OpId), [u8; 32]);
+
+/// Folds the held ops into a state, cancelling what removals did not know of (see the
+/// module's rules) until nothing more is cancelled. Pure and total: invalid steps are
+/// skipped, never errors, so every member holding the same ops gets the same state.
+fn fold(ops: &Ops) -> GroupState {
+    let hlc_of: HashMap<OpId, Hlc> = ops.keys().map(|(hlc, id)| (*id, *hlc)).collect();
+    let mut cancelled: BTreeSet<OpId> = BTreeSet::new();
+    loop {
+        let (state, removals) = fold_once(ops, &hlc_of, &cancelled);
+        let mut more = false;
+        for (at, gone) in removals {
+            let known = ancestors(ops, &hlc_of, at);
+            for ((_, id), op) in ops.range(..at) {
+                let founding = matches!(op.op, MembershipOp::Create { .. });
+                if op.author == gone && !founding && !known.contains(id) && cancelled.insert(*id) {
+                    more = true;
+                }
+            }
+        }
+        // Each round cancels at least one more op, so this ends.
+        if !more {
+            return state;
+        }
+    }
+}
+
+/// One pass in `(hlc, op id)` order without the `cancelled` ops; also returns the
+/// removals that took effect (where, and whom they removed).
+fn fold_once(
+    ops: &Ops,
+    hlc_of: &HashMap<OpId, Hlc>,
+    cancelled: &BTreeSet<OpId>,
+) -> (GroupState, Vec<Removal>) {
     let mut state = GroupState::default();
-    for signed in ops {
+    let mut removals = Vec::new();
+    for (key, signed) in ops {
+        let (hlc, id) = key;
+        if cancelled.contains(id)
+            || signed
+                .deps
+                .iter()
+                .any(|dep| hlc_of.get(dep).is_some_and(|at| at >= hlc))
+        {
+            continue;
+        }
         let author = signed.author;
         match &signed.op {
             MembershipOp::Create { name, members, .. } => {
@@ -227,14 +295,32 @@ fn fold<'a>(ops: impl IntoIterator<Item = &'a SignedOp>) -> GroupState {
                 }
             }
             MembershipOp::Remove { member } => {
-                state.members.remove(member);
+                if state.members.remove(member) {
+                    removals.push((*key, *member));
+                }
             }
             MembershipOp::Leave => {
                 state.members.remove(&author);
+                removals.push((*key, author));
             }
         }
     }
-    state
+    (state, removals)
+}
+
+/// The ids of the held ops that the op at `from` names, directly or through others.
+fn ancestors(ops: &Ops, hlc_of: &HashMap<OpId, Hlc>, from: (Hlc, OpId)) -> BTreeSet<OpId> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<OpId> = ops.get(&from).map(|op| op.deps.clone()).unwrap_or_default();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(op) = hlc_of.get(&id).and_then(|hlc| ops.get(&(*hlc, id))) {
+            todo.extend(op.deps.iter().copied());
+        }
+    }
+    seen
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod sync_frames;
 pub use log::{
     LOG_ITEM_VERSION, LogBody, LogItem, MAX_LOG_ITEM_BYTES, MAX_SEALED_KEY_BYTES, MAX_SEALED_KEYS,
 };
-pub use membership::{MAX_MEMBERS, MembershipOp, OpId, SignedOp};
+pub use membership::{MAX_DEPS, MAX_MEMBERS, MembershipOp, OpId, SignedOp};
 pub use sync_frames::{
     MAX_FETCH_IDS, MAX_RECONCILE_FRAME_BYTES, MAX_SYNC_ENVELOPES, MAX_SYNC_FRAME_BYTES,
     SyncRequest, SyncResponse, pack_envelopes,

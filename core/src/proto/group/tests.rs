@@ -51,6 +51,7 @@ fn founded() -> (GroupId, SignedOp) {
         &person(ALICE),
         group,
         at(10),
+        Vec::new(),
         MembershipOp::Create {
             name: "Book club".into(),
             salt,
@@ -61,7 +62,7 @@ fn founded() -> (GroupId, SignedOp) {
 }
 
 fn op(author: u8, group: GroupId, ms: u64, op: MembershipOp) -> SignedOp {
-    SignedOp::sign(&person(author), group, at(ms), op)
+    SignedOp::sign(&person(author), group, at(ms), Vec::new(), op)
 }
 
 fn view(of: u8, group: GroupId) -> Membership {
@@ -380,4 +381,109 @@ fn incremental_changes_add_up_to_the_final_membership() {
         }
         assert_eq!(&tracked, &carol.state().members);
     }
+}
+
+fn op_after(
+    author: u8,
+    group: GroupId,
+    ms: u64,
+    deps: &[&SignedOp],
+    change: MembershipOp,
+) -> SignedOp {
+    let deps = deps.iter().map(|d| d.id()).collect();
+    SignedOp::sign(&person(author), group, at(ms), deps, change)
+}
+
+fn members_after(group: GroupId, ops: &[&SignedOp]) -> BTreeSet<[u8; 32]> {
+    let mut bob = view(BOB, group);
+    bob.apply_all(ops.iter().map(|o| (*o).clone())).unwrap();
+    bob.state().members.clone()
+}
+
+#[test]
+fn a_removed_member_cannot_backdate_its_way_back() {
+    let (group, create) = founded();
+    let remove = op_after(
+        ALICE,
+        group,
+        20,
+        &[&create],
+        MembershipOp::Remove { member: key(CAROL) },
+    );
+    let add_mallory = MembershipOp::Add {
+        member: key(MALLORY),
+    };
+    // Signed after the removal, dated before it, not naming it: unknown to the removal,
+    // so cancelled by it.
+    let backdated = op_after(CAROL, group, 15, &[&create], add_mallory.clone());
+    assert_eq!(
+        members_after(group, &[&create, &remove, &backdated]),
+        keys(&[ALICE, BOB]).into_iter().collect()
+    );
+    // Naming the removal but dated before it: an op must come after what it names.
+    let naming = op_after(CAROL, group, 15, &[&remove], add_mallory.clone());
+    assert_eq!(
+        members_after(group, &[&create, &remove, &naming]),
+        keys(&[ALICE, BOB]).into_iter().collect()
+    );
+    // And dated after it: carol is out by then.
+    let late = op_after(CAROL, group, 25, &[&remove], add_mallory);
+    assert_eq!(
+        members_after(group, &[&create, &remove, &late]),
+        keys(&[ALICE, BOB]).into_iter().collect()
+    );
+}
+
+#[test]
+fn a_removal_keeps_what_it_knew_of_and_cancels_what_it_did_not() {
+    let (group, create) = founded();
+    let add_dave = op_after(
+        CAROL,
+        group,
+        15,
+        &[&create],
+        MembershipOp::Add { member: key(DAVE) },
+    );
+    // Alice saw carol add dave, then removed carol: dave stays.
+    let informed = op_after(
+        ALICE,
+        group,
+        20,
+        &[&add_dave],
+        MembershipOp::Remove { member: key(CAROL) },
+    );
+    assert_eq!(
+        members_after(group, &[&create, &add_dave, &informed]),
+        keys(&[ALICE, BOB, DAVE]).into_iter().collect()
+    );
+    // Alice removed carol without having seen it (a partition): the removal wins.
+    let unaware = op_after(
+        ALICE,
+        group,
+        20,
+        &[&create],
+        MembershipOp::Remove { member: key(CAROL) },
+    );
+    assert_eq!(
+        members_after(group, &[&create, &add_dave, &unaware]),
+        keys(&[ALICE, BOB]).into_iter().collect()
+    );
+}
+
+#[test]
+fn heads_are_the_ops_nothing_names_newest_first() {
+    let (group, create) = founded();
+    let first = op_after(ALICE, group, 20, &[&create], MembershipOp::Leave);
+    let second = op_after(
+        BOB,
+        group,
+        21,
+        &[&create],
+        MembershipOp::Add { member: key(DAVE) },
+    );
+    let mut dave = view(DAVE, group);
+    dave.apply_all([create.clone()]).unwrap();
+    assert_eq!(dave.heads(), vec![create.id()]);
+    dave.apply_all([first.clone(), second.clone()]).unwrap();
+    assert_eq!(dave.heads(), vec![second.id(), first.id()]);
 }

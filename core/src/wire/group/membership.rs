@@ -11,6 +11,8 @@ use crate::model::Hlc;
 
 /// Most members a group may have, the creator included.
 pub const MAX_MEMBERS: usize = 256;
+/// Most predecessors an op may name (the author's heads; more are left out).
+pub const MAX_DEPS: usize = 32;
 
 const OP_SIGNATURE_DOMAIN: &[u8] = b"bonghwa-group-op-v1";
 const OP_ID_DOMAIN: &[u8] = b"bonghwa-group-op-id-v1";
@@ -54,6 +56,10 @@ pub struct SignedOp {
     pub author: [u8; 32],
     /// When the author made it; ops take effect in `(hlc, id)` order.
     pub hlc: Hlc,
+    /// The ops the author had seen that no other op it had seen names (its heads), in id
+    /// order: what this op knows of. A removal cancels its target's ops it did not know
+    /// of (see `proto::group`), so a removed member cannot backdate its way back in.
+    pub deps: Vec<OpId>,
     /// The change.
     pub op: MembershipOp,
     /// ed25519 signature by `author` over the fields above.
@@ -65,16 +71,30 @@ struct OpBody<'a> {
     group_id: &'a GroupId,
     author: &'a [u8; 32],
     hlc: Hlc,
+    deps: &'a [OpId],
     op: &'a MembershipOp,
 }
 
 impl SignedOp {
-    /// Makes and signs an op with our identity key.
-    pub fn sign(signing: &SigningKey, group_id: GroupId, hlc: Hlc, op: MembershipOp) -> Self {
+    /// Makes and signs an op with our identity key, after `deps` (at most [`MAX_DEPS`]
+    /// are kept: the newest by id order is not meaningful, so the caller passes its
+    /// heads newest first).
+    pub fn sign(
+        signing: &SigningKey,
+        group_id: GroupId,
+        hlc: Hlc,
+        deps: Vec<OpId>,
+        op: MembershipOp,
+    ) -> Self {
+        let mut deps = deps;
+        deps.truncate(MAX_DEPS);
+        deps.sort();
+        deps.dedup();
         let mut signed = Self {
             group_id,
             author: signing.verifying_key().to_bytes(),
             hlc,
+            deps,
             op,
             signature: Vec::new(),
         };
@@ -87,6 +107,7 @@ impl SignedOp {
             group_id: &self.group_id,
             author: &self.author,
             hlc: self.hlc,
+            deps: &self.deps,
             op: &self.op,
         };
         // Serialising plain fields into a Vec cannot fail.
@@ -105,6 +126,16 @@ impl SignedOp {
     /// Checks limits, that a `Create` really founds this group id, and the signature
     /// (strictly). An op that passes may be stored and folded.
     pub fn verify(&self) -> Result<(), WireError> {
+        if self.deps.len() > MAX_DEPS {
+            return Err(WireError::Limit(
+                "membership op names too many predecessors",
+            ));
+        }
+        if self.deps.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(WireError::Limit(
+                "membership op predecessors are not in order",
+            ));
+        }
         if let MembershipOp::Create {
             name,
             salt,

@@ -17,6 +17,7 @@ fn create_op(creator: &SigningKey) -> (GroupId, SignedOp) {
         creator,
         group,
         Hlc { ms: 10, counter: 0 },
+        Vec::new(),
         MembershipOp::Create {
             name: "등산 모임".into(),
             salt,
@@ -154,6 +155,7 @@ fn membership_ops_verify_and_bind_the_creator() {
         &bob(),
         group,
         Hlc::default(),
+        Vec::new(),
         MembershipOp::Create {
             name: "mine".into(),
             salt: *salt,
@@ -165,6 +167,7 @@ fn membership_ops_verify_and_bind_the_creator() {
         &bob(),
         group,
         Hlc { ms: 11, counter: 0 },
+        Vec::new(),
         MembershipOp::Add { member: [9; 32] },
     );
     add.verify().unwrap();
@@ -176,6 +179,7 @@ fn membership_ops_verify_and_bind_the_creator() {
         &alice(),
         group,
         Hlc::default(),
+        Vec::new(),
         MembershipOp::Create {
             name: "crowd".into(),
             salt: *salt,
@@ -204,6 +208,7 @@ fn distributions_round_trip_and_split_large_op_logs() {
                 ms: 100 + u64::from(i),
                 counter: 0,
             },
+            Vec::new(),
             MembershipOp::Add {
                 member: [(i % 250) as u8; 32],
             },
