@@ -293,7 +293,8 @@ fn members_and_ops_are_bounded() {
 }
 
 /// A random history: alice founds the group, then people (members or not) add, remove
-/// and leave, some at the same millisecond so op ids break ties.
+/// and leave, some at the same millisecond so op ids break ties, each naming a few random
+/// earlier ops (so removals cancel some ops and keep others), some naming none.
 fn random_history(rng: &mut Rng, length: usize) -> (GroupId, Vec<SignedOp>) {
     let (group, create) = founded();
     let mut ops = vec![create];
@@ -307,7 +308,10 @@ fn random_history(rng: &mut Rng, length: usize) -> (GroupId, Vec<SignedOp>) {
             2 | 3 => MembershipOp::Remove { member: target },
             _ => MembershipOp::Leave,
         };
-        ops.push(op(author, group, ms, change));
+        let deps: Vec<OpId> = (0..rng.below(3))
+            .map(|_| ops[rng.below(ops.len())].id())
+            .collect();
+        ops.push(SignedOp::sign(&person(author), group, at(ms), deps, change));
     }
     (group, ops)
 }
