@@ -293,7 +293,7 @@ impl Actor {
                     .collect();
                 let ids: Vec<MessageId> = found.iter().map(|(id, _)| *id).collect();
                 let (page, used) = pack_envelopes(found.into_iter().map(|(_, bytes)| bytes));
-                for id in &ids[..used] {
+                for id in ids.iter().take(used) {
                     self.handed_over(id);
                 }
                 SyncResponse::Envelopes(page)
