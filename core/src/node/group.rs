@@ -647,35 +647,33 @@ impl Actor {
         Ok(())
     }
 
-    /// What an invite carries: the log's ops and cards, and the key items that hold a
-    /// copy for the invitee (keys sealed to others are of no use to it). Refused if it
-    /// would not fit one direct message, so `group_add` fails visibly instead of an
-    /// invite that can never be sent.
+    /// What an invite carries: the log's ops, then the key items that hold a copy for
+    /// the invitee (keys sealed to others are of no use to it), then cards, as fit one
+    /// direct message (see [`pack_invite`]). Refused if the ops alone do not fit, so
+    /// `group_add` fails visibly instead of an invite that can never be sent.
     fn invite_items(&self, id: &GroupId, invitee: &[u8; 32]) -> NodeResult<Vec<Vec<u8>>> {
         let chat = id.to_hex();
-        let mut items = Vec::new();
-        let mut size = 0;
+        let (mut ops, mut keys, mut cards) = (Vec::new(), Vec::new(), Vec::new());
         for (_, item_id) in self.store.group_items(&chat)? {
             let Some(bytes) = self.store.group_item(&chat, &item_id)? else {
                 continue;
             };
-            let wanted = match LogItem::decode(&bytes).map(|i| i.body) {
-                Ok(LogBody::Op(_) | LogBody::Card(_)) => true,
-                Ok(LogBody::Keys(sealed)) => sealed.iter().any(|(to, _)| to == invitee),
-                _ => false,
-            };
-            if wanted {
-                size += bytes.len() + 4;
-                items.push(bytes);
+            match LogItem::decode(&bytes).map(|i| i.body) {
+                Ok(LogBody::Op(_)) => ops.push(bytes),
+                Ok(LogBody::Keys(sealed)) if sealed.iter().any(|(to, _)| to == invitee) => {
+                    keys.push(bytes);
+                }
+                Ok(LogBody::Card(_)) => cards.push(bytes),
+                _ => {}
             }
         }
-        if items.len() > wire::MAX_INVITE_ITEMS || size + INVITE_MARGIN > crypto::MAX_PLAINTEXT {
-            return Err(NodeError::InvalidArgument(format!(
+        let budget = crypto::MAX_PLAINTEXT.saturating_sub(INVITE_MARGIN);
+        pack_invite(ops, keys, cards, budget).map_err(|size| {
+            NodeError::InvalidArgument(format!(
                 "this group's membership history ({size} bytes) no longer fits an invite; \
                  start a new group to add more people"
-            )));
-        }
-        Ok(items)
+            ))
+        })
     }
 
     /// The body of a control message waiting in the outbox (an invite), if `id` is one.
@@ -1188,6 +1186,36 @@ impl Actor {
     }
 }
 
+/// What an invite carries, within `budget` bytes (each item costs its length and 4) and
+/// [`wire::MAX_INVITE_ITEMS`] items: every op, without which the newcomer cannot tell who
+/// is in (if they alone do not fit, `Err` with their size), then the key items sealed to
+/// it, then cards, as many as fit. What is left out comes by sync once the newcomer is in
+/// (members answer sync to a member).
+fn pack_invite(
+    ops: Vec<Vec<u8>>,
+    keys: Vec<Vec<u8>>,
+    cards: Vec<Vec<u8>>,
+    budget: usize,
+) -> Result<Vec<Vec<u8>>, usize> {
+    let cost = |item: &Vec<u8>| item.len() + 4;
+    let ops_size: usize = ops.iter().map(cost).sum();
+    if ops.len() > wire::MAX_INVITE_ITEMS || ops_size > budget {
+        return Err(ops_size);
+    }
+    let mut size = ops_size;
+    let mut items = ops;
+    for item in keys.into_iter().chain(cards) {
+        if items.len() >= wire::MAX_INVITE_ITEMS {
+            break;
+        }
+        if size + cost(&item) <= budget {
+            size += cost(&item);
+            items.push(item);
+        }
+    }
+    Ok(items)
+}
+
 fn push_bounded(queue: &mut VecDeque<Vec<u8>>, item: Vec<u8>) {
     if queue.len() >= MAX_UNPUBLISHED {
         // Sync repairs what gossip never carried (and a message of ours turns `sent`
@@ -1195,4 +1223,35 @@ fn push_bounded(queue: &mut VecDeque<Vec<u8>>, item: Vec<u8>) {
         queue.pop_front();
     }
     queue.push_back(item);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(count: usize, len: usize, tag: u8) -> Vec<Vec<u8>> {
+        (0..count).map(|_| vec![tag; len]).collect()
+    }
+
+    #[test]
+    fn an_invite_keeps_every_op_and_fills_up_with_keys_then_cards() {
+        // Room for 10 items of 96 bytes (+4 each).
+        let packed = pack_invite(items(4, 96, 1), items(3, 96, 2), items(8, 96, 3), 1_000);
+        let packed = packed.expect("the ops fit");
+        let count = |tag: u8| packed.iter().filter(|i| i[0] == tag).count();
+        assert_eq!((count(1), count(2), count(3)), (4, 3, 3));
+        // Everything fits: everything goes.
+        let all = pack_invite(items(2, 10, 1), items(2, 10, 2), items(2, 10, 3), 1_000);
+        assert_eq!(all.map(|i| i.len()), Ok(6));
+    }
+
+    #[test]
+    fn an_invite_whose_ops_do_not_fit_is_refused_with_their_size() {
+        assert_eq!(
+            pack_invite(items(11, 96, 1), Vec::new(), Vec::new(), 1_000),
+            Err(1_100)
+        );
+        let too_many = items(wire::MAX_INVITE_ITEMS + 1, 1, 1);
+        assert!(pack_invite(too_many, Vec::new(), Vec::new(), usize::MAX).is_err());
+    }
 }
