@@ -22,7 +22,7 @@ fn befriend(nodes: &mut [&mut RpcProcess]) -> anyhow::Result<()> {
 }
 
 /// The texts of a chat, oldest first.
-fn texts(node: &mut RpcProcess, chat: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn texts(node: &mut RpcProcess, chat: &str) -> anyhow::Result<Vec<String>> {
     let history = node.call("messages", json!({"chat": chat, "limit": 1000}))?;
     Ok(history
         .as_array()
@@ -34,7 +34,7 @@ fn texts(node: &mut RpcProcess, chat: &str) -> anyhow::Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-fn received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow::Result<Value> {
+pub(crate) fn received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow::Result<Value> {
     node.wait_event(&format!("{text:?} in the group"), |p| {
         p["kind"] == "message_received" && p["chat"] == group && p["message"]["text"] == text
     })
@@ -125,11 +125,19 @@ fn three_in_a_group(
     dir: &std::path::Path,
     name: &str,
 ) -> anyhow::Result<(RpcProcess, RpcProcess, RpcProcess, String)> {
+    three_in_a_group_with(dir, name, &Launch::default())
+}
+
+/// [`three_in_a_group`], each started with `launch`.
+pub(crate) fn three_in_a_group_with(
+    dir: &std::path::Path,
+    name: &str,
+    launch: &Launch,
+) -> anyhow::Result<(RpcProcess, RpcProcess, RpcProcess, String)> {
     let bin = crate::node_bin();
-    let launch = Launch::default();
-    let mut alice = RpcProcess::spawn(&bin, "alice", &dir.join("alice"), &launch)?;
-    let mut bob = RpcProcess::spawn(&bin, "bob", &dir.join("bob"), &launch)?;
-    let mut carol = RpcProcess::spawn(&bin, "carol", &dir.join("carol"), &launch)?;
+    let mut alice = RpcProcess::spawn(&bin, "alice", &dir.join("alice"), launch)?;
+    let mut bob = RpcProcess::spawn(&bin, "bob", &dir.join("bob"), launch)?;
+    let mut carol = RpcProcess::spawn(&bin, "carol", &dir.join("carol"), launch)?;
     befriend(&mut [&mut alice, &mut bob, &mut carol])?;
     let group = group_of(&mut alice, &mut [&mut bob, &mut carol], name)?;
     Ok((alice, bob, carol, group))

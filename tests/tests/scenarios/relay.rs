@@ -3,7 +3,6 @@
 //! refuse clearly while the relay keeps serving. The clients here are raw libp2p peers
 //! speaking `/bonghwa/mailbox/1` with chosen identities.
 
-use anyhow::Context;
 use bonghwa_core::crypto::MAX_ENVELOPE;
 use bonghwa_core::wire::{MAX_MAILBOX_REQUEST_BYTES, MailboxRequest, MailboxResponse};
 use bonghwa_tests::hostile::{Attacker, frame};
@@ -11,6 +10,8 @@ use bonghwa_tests::process::{Launch, RpcProcess, identity_of};
 use bonghwa_tests::relay::RelayProcess;
 use libp2p::identity::Keypair;
 use serde_json::json;
+
+use crate::group::{received, texts, three_in_a_group_with};
 
 const MAILBOX: &str = "/bonghwa/mailbox/1";
 
@@ -462,26 +463,6 @@ fn a_relay_carries_group_traffic_it_cannot_read() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The texts of a group, oldest first.
-fn group_texts(node: &mut RpcProcess, group: &str) -> anyhow::Result<Vec<String>> {
-    let history = node.call("messages", json!({"chat": group, "limit": 1000}))?;
-    Ok(history
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter_map(|m| m["text"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-fn group_received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow::Result<()> {
-    node.wait_event(&format!("{text:?} in the group"), |p| {
-        p["kind"] == "message_received" && p["chat"] == group && p["message"]["text"] == text
-    })?;
-    Ok(())
-}
-
 #[test]
 fn a_member_back_when_everyone_else_is_offline_catches_up_from_the_relay() -> anyhow::Result<()> {
     const COUNT: usize = 20;
@@ -492,53 +473,17 @@ fn a_member_back_when_everyone_else_is_offline_catches_up_from_the_relay() -> an
         args: vec!["--bootstrap".into(), relay.addr()],
         ..Launch::default()
     };
-    let names = ["alice", "bob", "carol"];
-    let mut nodes = Vec::new();
-    for name in names {
-        nodes.push(RpcProcess::spawn(
-            &bin,
-            name,
-            &tmp.path().join(name),
-            &launch,
-        )?);
-    }
-    let codes: Vec<String> = nodes.iter().map(RpcProcess::code).collect();
-    let addrs: Vec<String> = nodes.iter().map(RpcProcess::addr).collect();
-    for (i, node) in nodes.iter_mut().enumerate() {
-        for (j, code) in codes.iter().enumerate() {
-            if i != j {
-                node.call("contact_add", json!({"code": code}))?;
-            }
-        }
-        for addr in addrs.iter().skip(i + 1) {
-            node.call("connect", json!({"addr": addr}))?;
-        }
-    }
-    let others = [nodes[1].peer_id(), nodes[2].peer_id()];
-    let created = nodes[0].call(
-        "group_create",
-        json!({"name": "흩어진 가족", "members": others}),
-    )?;
-    let group = created["group_id"].as_str().unwrap_or_default().to_owned();
-    for node in &mut nodes[1..] {
-        node.wait_event("the invite", |p| {
-            p["kind"] == "group_changed" && p["group"] == group.as_str()
-        })?;
-    }
+    let (mut alice, mut bob, mut carol, group) =
+        three_in_a_group_with(tmp.path(), "흩어진 가족", &launch)?;
     // Everyone's key is out.
-    for i in 0..3 {
-        let text = format!("hello from {}", names[i]);
-        nodes[i].call("send", json!({"to": group, "text": text}))?;
-        for j in (0..3).filter(|j| *j != i) {
-            group_received(&mut nodes[j], &group, &text)?;
+    for (from, to) in [(0, [1, 2]), (1, [0, 2]), (2, [0, 1])] {
+        let nodes = [&mut alice, &mut bob, &mut carol];
+        let text = format!("hello from {}", nodes[from].name);
+        nodes[from].call("send", json!({"to": group, "text": text}))?;
+        for j in to {
+            received(&mut *nodes[j], &group, &text)?;
         }
     }
-    let mut nodes = nodes.into_iter();
-    let (mut alice, mut bob, carol) = (
-        nodes.next().context("alice")?,
-        nodes.next().context("bob")?,
-        nodes.next().context("carol")?,
-    );
     carol.shutdown()?;
     for i in 0..COUNT {
         let (from, to) = if i % 2 == 0 {
@@ -548,9 +493,9 @@ fn a_member_back_when_everyone_else_is_offline_catches_up_from_the_relay() -> an
         };
         let text = format!("while carol was away {i}");
         from.call("send", json!({"to": group, "text": text}))?;
-        group_received(to, &group, &text)?;
+        received(to, &group, &text)?;
     }
-    let expected = group_texts(&mut alice, &group)?;
+    let expected = texts(&mut alice, &group)?;
     alice.shutdown()?;
     bob.shutdown()?;
 
@@ -559,10 +504,6 @@ fn a_member_back_when_everyone_else_is_offline_catches_up_from_the_relay() -> an
     carol.count_events("the missed messages from the relay", COUNT, |p| {
         p["kind"] == "message_received" && p["chat"] == group.as_str()
     })?;
-    assert_eq!(
-        group_texts(&mut carol, &group)?,
-        expected,
-        "all, once, in order"
-    );
+    assert_eq!(texts(&mut carol, &group)?, expected, "all, once, in order");
     Ok(())
 }
