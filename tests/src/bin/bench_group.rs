@@ -356,6 +356,7 @@ async fn main() -> anyhow::Result<()> {
         peer_ids.push(node.peer_id().to_string());
     }
 
+    progress(&t_setup, "nodes started");
     // The mesh: a ring, then `degree` random new neighbours per node.
     let mut rng = XorShift::new(seed);
     let mut adjacency = vec![BTreeSet::new(); n];
@@ -400,6 +401,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("n{a:02} connecting to n{b:02}"))?;
     }
 
+    progress(&t_setup, "mesh connected");
     // Contacts, and the invite plan: who invites whom.
     let mut contact_pairs: Vec<(usize, usize)> = Vec::new();
     let mut hub_edges = 0;
@@ -427,6 +429,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let connected_ms = ms(t_setup.elapsed());
 
+    progress(&t_setup, "contacts added");
     // The group: node 0 creates it; invites go one hop at a time (or all from node 0).
     let t_group = Instant::now();
     let mut invited = vec![false; n];
@@ -479,6 +482,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let joined_ms = ms(t_group.elapsed());
 
+    progress(&t_setup, "every invite taken");
     // Membership first: every node must list every member (ops travel by gossip and sync).
     let t_members = Instant::now();
     let mut converged = false;
@@ -496,6 +500,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let members_ms = ms(t_members.elapsed());
 
+    progress(&t_setup, "every node lists every member");
     // Warm-up: every node sends one message per round until every node has received at
     // least one from every other node (all sender keys are out). A message sent before
     // its sender sealed its key to some member stays unreadable for that member (see
@@ -805,4 +810,10 @@ async fn shutdown(nodes: &[Node], collectors: &[tokio::task::JoinHandle<()>]) {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// A line on stderr as set-up goes (it can take minutes with many nodes), so a run that
+/// stalls shows where.
+fn progress(since: &Instant, what: &str) {
+    eprintln!("[{:>7.1} s] {what}", since.elapsed().as_secs_f64());
 }
