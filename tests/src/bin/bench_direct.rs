@@ -5,9 +5,9 @@
 //! Flags: `--latency N` (default 1000), `--throughput N` (default 10000), `--keep`
 //! (keep the data dirs and node logs).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bonghwa_tests::bench::{arg, node_bin, status_kib};
+use bonghwa_tests::bench::{arg, ms, node_bin, percentile, status_kib};
 use bonghwa_tests::process::{Launch, RpcProcess};
 use serde_json::json;
 
@@ -24,18 +24,6 @@ fn cpu_ms(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     (ticks(11) + ticks(12)) * 10
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn main() -> anyhow::Result<()> {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bonghwa_core::{Event, EventStream, Node};
-use bonghwa_tests::bench::{arg, status_kib};
+use bonghwa_tests::bench::{arg, ms, percentile, status_kib};
 use bonghwa_tests::loopback_config;
 use serde_json::{Value, json};
 
@@ -199,18 +199,6 @@ async fn wait_until(state: &Shared, timeout: Duration, done: impl Fn(&State) -> 
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn round3(x: f64) -> f64 {

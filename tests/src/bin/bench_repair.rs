@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bonghwa_tests::bench::{arg, node_bin};
+use bonghwa_tests::bench::{arg, ms, node_bin};
 use bonghwa_tests::netns::{self, Chain, LinkBytes};
 use bonghwa_tests::process::{Launch, RpcProcess};
 use serde_json::{Value, json};
@@ -86,10 +86,6 @@ struct Listed {
     from: String,
     text: String,
     status: String,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn bytes_json(b: LinkBytes) -> Value {
