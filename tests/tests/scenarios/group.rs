@@ -40,6 +40,27 @@ pub(crate) fn received(node: &mut RpcProcess, group: &str, text: &str) -> anyhow
     })
 }
 
+/// Alice and bob take turns, `count` messages "while carol was away {i}", each received
+/// by the other before the next.
+pub(crate) fn alternate(
+    alice: &mut RpcProcess,
+    bob: &mut RpcProcess,
+    group: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    for i in 0..count {
+        let (from, to) = if i % 2 == 0 {
+            (&mut *alice, &mut *bob)
+        } else {
+            (&mut *bob, &mut *alice)
+        };
+        let text = format!("while carol was away {i}");
+        from.call("send", json!({"to": group, "text": text}))?;
+        received(to, group, &text)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn three_members_chat_in_a_group_and_hold_the_same_history() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -211,16 +232,7 @@ fn a_member_offline_for_the_whole_conversation_catches_up_on_return() -> anyhow:
         p["kind"] == "peer_disconnected" && p["peer_id"] == carol_id.as_str()
     })?;
 
-    for i in 0..COUNT {
-        let (from, to) = if i % 2 == 0 {
-            (&mut alice, &mut bob)
-        } else {
-            (&mut bob, &mut alice)
-        };
-        let text = format!("while carol was away {i}");
-        from.call("send", json!({"to": group, "text": text}))?;
-        received(to, &group, &text)?;
-    }
+    alternate(&mut alice, &mut bob, &group, COUNT)?;
     let expected = texts(&mut alice, &group)?;
     assert_eq!(expected.len(), COUNT + 1);
     assert_eq!(texts(&mut bob, &group)?, expected);

@@ -11,7 +11,7 @@ use bonghwa_tests::relay::RelayProcess;
 use libp2p::identity::Keypair;
 use serde_json::json;
 
-use crate::group::{received, texts, three_in_a_group_with};
+use crate::group::{alternate, received, texts, three_in_a_group_with};
 
 const MAILBOX: &str = "/bonghwa/mailbox/1";
 
@@ -485,16 +485,7 @@ fn a_member_back_when_everyone_else_is_offline_catches_up_from_the_relay() -> an
         }
     }
     carol.shutdown()?;
-    for i in 0..COUNT {
-        let (from, to) = if i % 2 == 0 {
-            (&mut alice, &mut bob)
-        } else {
-            (&mut bob, &mut alice)
-        };
-        let text = format!("while carol was away {i}");
-        from.call("send", json!({"to": group, "text": text}))?;
-        received(to, &group, &text)?;
-    }
+    alternate(&mut alice, &mut bob, &group, COUNT)?;
     let expected = texts(&mut alice, &group)?;
     alice.shutdown()?;
     bob.shutdown()?;
