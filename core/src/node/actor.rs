@@ -539,12 +539,20 @@ impl Actor {
             self.connect_by_id(addr, peer, reply);
             return;
         }
+        // From a new port, not the listening one: if the other side is dialling us at the
+        // same moment from its listening port, the two TCP dials would meet as one
+        // simultaneous open, both sides would start Noise as initiator, and the connect
+        // would fail (seen in CI as "Handshake failed: input error").
         let opts = match addr.iter().last() {
             Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
                 .addresses(vec![addr.clone()])
                 .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .allocate_new_port()
                 .build(),
-            _ => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+            _ => DialOpts::unknown_peer_id()
+                .address(addr.clone())
+                .allocate_new_port()
+                .build(),
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
