@@ -254,3 +254,24 @@ pub struct OutboxEntry {
     /// When it stops being retried and becomes `Failed`, in Unix milliseconds.
     pub expires_ms: u64,
 }
+
+/// What is persisted of one group besides its log: everything a member needs to go on
+/// after a restart. Stored whole under the group's key; the field order is the encoding
+/// (postcard), so it must not change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Every membership op held (the fold gives the members).
+    pub ops: Vec<crate::wire::group::SignedOp>,
+    /// Our sending chain; `None` once we left or were removed.
+    pub my_key: Option<crate::crypto::group::SenderKey>,
+    /// Our chain before each of our latest sends, for members we learn of late.
+    pub checkpoints: Vec<(Hlc, crate::crypto::group::ChainState)>,
+    /// Other members' receiving chains (with their skipped keys), by identity key.
+    pub chains: Vec<([u8; 32], crate::crypto::group::ReceiverChain)>,
+    /// Members' cards, to seal our key to them.
+    pub cards: Vec<ContactCard>,
+    /// Members that hold our current key.
+    pub shared: Vec<[u8; 32]>,
+    /// Chat items waiting for their author's key, by author.
+    pub unopened: Vec<([u8; 32], Vec<MessageId>)>,
+}

@@ -538,7 +538,8 @@ impl ReceiverChain {
     /// Takes a newly distributed state. A newer generation becomes current and the current
     /// one becomes the previous; the same generation re-sent is ignored unless it is
     /// behind what we hold (a re-sent key never rewinds the chain, so it cannot reopen
-    /// used keys); an older generation is refused.
+    /// used keys); an older generation arriving late becomes the previous one if it is
+    /// newer than the previous we hold, and is refused otherwise.
     pub fn install(&mut self, state: &ChainState) -> Result<(), GroupCryptoError> {
         let held = self.current.generation;
         if state.generation > held {
@@ -549,10 +550,21 @@ impl ReceiverChain {
         if state.generation == held {
             return Ok(());
         }
-        Err(GroupCryptoError::StaleGeneration {
-            got: state.generation,
-            held,
-        })
+        // An older generation that arrives late (keys items reordered across a partition,
+        // or fetched by sync in any order) becomes the previous one if it is newer than
+        // what we keep there: messages sent under it still open.
+        match &self.previous {
+            Some(previous) if previous.generation >= state.generation => {
+                Err(GroupCryptoError::StaleGeneration {
+                    got: state.generation,
+                    held,
+                })
+            }
+            _ => {
+                self.previous = Some(Chain::from_state(state));
+                Ok(())
+            }
+        }
     }
 
     /// Opens a message at `position` (whose sender must be the one this chain belongs to).

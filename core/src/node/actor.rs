@@ -227,6 +227,7 @@ impl Actor {
             }
         }
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
+        let groups = Groups::new(&identity)?;
         let mut actor = Self {
             swarm,
             store,
@@ -253,7 +254,7 @@ impl Actor {
             mail: MailClient::new(relays),
             stopping: None,
             reach: Reach::new(roles.relay),
-            groups: Groups::default(),
+            groups,
             sync: SyncState::default(),
         };
         actor.restore_groups()?;
@@ -262,7 +263,7 @@ impl Actor {
         for event in early {
             actor.handle_swarm_event(event);
         }
-        actor.commit_groups();
+        actor.commit_groups()?;
         Ok(actor)
     }
 
@@ -309,6 +310,14 @@ impl Actor {
         Ok(())
     }
 
+    /// Ends a batch of group work from the event loop; a store failure is logged (what
+    /// is lost comes back by sync).
+    fn commit_groups_logged(&mut self) {
+        if let Err(e) = self.commit_groups() {
+            tracing::error!("cannot make group items durable: {e:#}");
+        }
+    }
+
     pub(super) async fn run(mut self) {
         loop {
             if let Some((_, deadline)) = &self.stopping
@@ -346,7 +355,7 @@ impl Actor {
                         }
                     }
                     self.handle_commands(batch);
-                    self.commit_groups();
+                    self.commit_groups_logged();
                 }
                 event = self.swarm.select_next_some() => {
                     self.handle_swarm_event(event);
@@ -357,7 +366,7 @@ impl Actor {
                             None => break,
                         }
                     }
-                    self.commit_groups();
+                    self.commit_groups_logged();
                 }
                 event = self.courier.select_next_some() => self.on_courier_event(event),
                 () = sleep => {
@@ -366,7 +375,7 @@ impl Actor {
                     self.expire_mail();
                     self.reach_tick();
                     self.sync_tick();
-                    self.commit_groups();
+                    self.commit_groups_logged();
                 }
             }
         }

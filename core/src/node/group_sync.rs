@@ -1,7 +1,8 @@
 //! `/bonghwa/sync/1`: group history repair. When a connection to a fellow member opens,
 //! and every [`SYNC_INTERVAL_MS`] while connected, we reconcile each shared group's log
 //! with that member (range-based set reconciliation, `proto::sync`), fetch the items we
-//! lack and push the ones it lacks. The responder answers members only.
+//! lack and push the ones it lacks. The responder answers members, and former members
+//! with the membership ops only (see [`Access`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -15,7 +16,7 @@ use crate::model::MessageId;
 use crate::net::SyncFrame;
 use crate::proto::sync::{Initiator, Item, Limits, SyncSet, respond};
 use crate::wire::group::{
-    MAX_FETCH_IDS, MAX_SYNC_ENVELOPES, SyncRequest, SyncResponse, pack_envelopes,
+    LogBody, LogItem, MAX_FETCH_IDS, MAX_SYNC_ENVELOPES, SyncRequest, SyncResponse, pack_envelopes,
 };
 
 /// How often connected members reconcile each shared group.
@@ -119,9 +120,7 @@ impl Actor {
             .groups
             .map
             .iter()
-            .filter(|(_, g)| {
-                g.membership.is_member(&me) && (relay || g.member_key_of(&peer).is_some())
-            })
+            .filter(|(_, g)| g.is_member(&me) && (relay || g.ever_member(&peer).is_some()))
             .map(|(id, _)| *id)
             .collect();
         for group in shared {
@@ -155,16 +154,13 @@ impl Actor {
         let me = self.identity.public_key();
         let mut wanted: BTreeSet<PeerId> = BTreeSet::new();
         for group in self.groups.map.values() {
-            if !group.membership.is_member(&me) {
+            if !group.is_member(&me) {
                 continue;
             }
             let mut linked = 0;
             let mut unlinked = Vec::new();
-            for key in &group.membership.state().members {
-                let Ok(peer) = crate::identity::peer_id_of(key) else {
-                    continue;
-                };
-                if *key == me {
+            for peer in group.member_peers() {
+                if peer == self.identity.peer_id() {
                     continue;
                 }
                 if self.is_connected(&peer) {
@@ -265,14 +261,9 @@ impl Actor {
             | SyncRequest::Fetch { group_id, .. }
             | SyncRequest::Push { group_id, .. } => *group_id,
         };
-        let me = self.identity.public_key();
-        let member = self.groups.map.get(&group).is_some_and(|g| {
-            g.membership.is_member(&me)
-                && g.member_key_of(&peer)
-                    .is_some_and(|k| g.membership.is_member(&k))
-        });
-        let as_relay = !member && self.relays_group(&group);
-        if !member && !as_relay {
+        let access = self.sync_access(&group, &peer);
+        let as_relay = access == Access::None && self.relays_group(&group);
+        if access == Access::None && !as_relay {
             return SyncResponse::Refused("not a member of that group".into());
         }
         match request {
@@ -288,7 +279,7 @@ impl Actor {
                     .iter()
                     .filter_map(|id| {
                         let bytes = self.store.group_item(&chat, id).ok().flatten()?;
-                        Some((*id, bytes))
+                        (access != Access::Former || is_op(&bytes)).then_some((*id, bytes))
                     })
                     .collect();
                 let ids: Vec<MessageId> = found.iter().map(|(id, _)| *id).collect();
@@ -393,7 +384,35 @@ impl Actor {
     }
 }
 
+/// What a peer gets from us by sync for one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// A member (in our view, and we are one): everything.
+    Member,
+    /// Someone who was a member: the membership ops only. Views of who is in can differ
+    /// for a while (ops travel in any order); without the ops it lacks, a member we think
+    /// is out could never learn why, and two sides that each think the other is out would
+    /// refuse each other for good (found by the group simulator).
+    Former,
+    /// Nothing.
+    None,
+}
+
+/// Whether an encoded item is a membership op.
+fn is_op(bytes: &[u8]) -> bool {
+    LogItem::decode(bytes).is_ok_and(|item| matches!(item.body, LogBody::Op(_)))
+}
+
 impl Actor {
+    fn sync_access(&self, group: &GroupId, peer: &PeerId) -> Access {
+        let me = self.identity.public_key();
+        match self.groups.map.get(group) {
+            Some(g) if g.is_member(&me) && g.current_member(peer).is_some() => Access::Member,
+            Some(g) if g.is_member(&me) && g.ever_member(peer).is_some() => Access::Former,
+            _ => Access::None,
+        }
+    }
+
     fn queue_transfer(&mut self, peer: PeerId, transfer: Transfer) {
         let queue = self.sync.queued.entry(peer).or_default();
         if queue.len() < MAX_QUEUED_TRANSFERS {
@@ -421,6 +440,12 @@ impl Actor {
                 Transfer::Fetch(request) => (request, true),
                 Transfer::Push { group, mut ids } => {
                     let chat = group.to_hex();
+                    // A former member gets the ops only (see `Access`).
+                    if self.sync_access(&group, &peer) == Access::Former {
+                        ids.retain(|id| {
+                            matches!(self.store.group_item(&chat, id), Ok(Some(b)) if is_op(&b))
+                        });
+                    }
                     let items = ids.iter().map(|id| {
                         self.store
                             .group_item(&chat, id)

@@ -323,5 +323,10 @@ fn ancestors(ops: &Ops, hlc_of: &HashMap<OpId, Hlc>, from: (Hlc, OpId)) -> BTree
     seen
 }
 
+pub mod invite;
+pub mod session;
+
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
