@@ -7,7 +7,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::group::{ChainState, ReceiverChain, SenderKey};
 use crate::identity::ContactCard;
+use crate::wire::group::SignedOp;
 
 /// A message's 32-byte id, random at creation and unchanged across retries and routes,
 /// so that a receiver can drop duplicates.
@@ -253,4 +255,36 @@ pub struct OutboxEntry {
     pub created_ms: u64,
     /// When it stops being retried and becomes `Failed`, in Unix milliseconds.
     pub expires_ms: u64,
+}
+
+/// What is persisted of one group besides its log (which lives in the store's group log):
+/// the membership ops and the key material a member needs to go on reading and sending
+/// after a restart. The field order is the on-disk format (postcard): only append.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Every membership op, so that the member list can be replayed without reading the log.
+    pub ops: Vec<SignedOp>,
+    /// Our sending chain; `None` once we left or were removed.
+    pub my_key: Option<SenderKey>,
+    /// Our chain as it was before each of our latest sends, with the send's HLC, so that
+    /// a member we learn of late gets our key from the right message on.
+    pub checkpoints: Vec<(Hlc, ChainState)>,
+    /// Other members' chains, by identity key, to open what they send.
+    pub chains: Vec<([u8; 32], ReceiverChain)>,
+    /// Members' cards (and those about to be added), to seal our key to them.
+    pub cards: Vec<ContactCard>,
+    /// Identity keys of the members that hold our current key.
+    pub shared: Vec<[u8; 32]>,
+    /// Chat items kept while their author's key has not arrived, by author, to open once
+    /// it does.
+    pub unopened: Vec<([u8; 32], Vec<MessageId>)>,
+}
+
+/// How much of one group's log a relay keeps, against its per-group quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayGroupUsage {
+    /// Items kept.
+    pub items: u64,
+    /// Bytes of those items.
+    pub bytes: u64,
 }

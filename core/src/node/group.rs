@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
-use serde::{Deserialize, Serialize};
 
 use super::actor::{Actor, ttl_expiry};
 use super::{NodeError, NodeResult, now_ms};
@@ -26,7 +25,9 @@ use crate::crypto::group::{
 };
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
-use crate::model::{ContactState, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::model::{
+    ContactState, GroupRecord, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+};
 use crate::net;
 use crate::proto::group::{KeyAction, Membership};
 use crate::proto::outbox;
@@ -79,18 +80,6 @@ pub(super) struct Group {
     unopened: BTreeMap<[u8; 32], BTreeSet<MessageId>>,
     /// Encoded items gossipsub did not take yet (no peer on the topic).
     unpublished: VecDeque<Vec<u8>>,
-}
-
-/// What is persisted of a group (the log itself is in the store's group log).
-#[derive(Serialize, Deserialize)]
-struct GroupRecord {
-    ops: Vec<SignedOp>,
-    my_key: Option<SenderKey>,
-    checkpoints: Vec<(Hlc, ChainState)>,
-    chains: Vec<([u8; 32], ReceiverChain)>,
-    cards: Vec<ContactCard>,
-    shared: Vec<[u8; 32]>,
-    unopened: Vec<([u8; 32], Vec<MessageId>)>,
 }
 
 /// All groups, and which topic is which.
