@@ -7,7 +7,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::group::{ChainState, ReceiverChain, SenderKey};
 use crate::identity::ContactCard;
+use crate::wire::group::SignedOp;
 
 /// A message's 32-byte id, random at creation and unchanged across retries and routes,
 /// so that a receiver can drop duplicates.
@@ -255,23 +257,35 @@ pub struct OutboxEntry {
     pub expires_ms: u64,
 }
 
-/// What is persisted of one group besides its log: everything a member needs to go on
-/// after a restart. Stored whole under the group's key; the field order is the encoding
-/// (postcard), so it must not change.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What is persisted of one group besides its log (which lives in the store's group log):
+/// the membership ops and the key material a member needs to go on reading and sending
+/// after a restart. The field order is the on-disk format (postcard): only append.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRecord {
-    /// Every membership op held (the fold gives the members).
-    pub ops: Vec<crate::wire::group::SignedOp>,
+    /// Every membership op, so that the member list can be replayed without reading the log.
+    pub ops: Vec<SignedOp>,
     /// Our sending chain; `None` once we left or were removed.
-    pub my_key: Option<crate::crypto::group::SenderKey>,
-    /// Our chain before each of our latest sends, for members we learn of late.
-    pub checkpoints: Vec<(Hlc, crate::crypto::group::ChainState)>,
-    /// Other members' receiving chains (with their skipped keys), by identity key.
-    pub chains: Vec<([u8; 32], crate::crypto::group::ReceiverChain)>,
-    /// Members' cards, to seal our key to them.
+    pub my_key: Option<SenderKey>,
+    /// Our chain as it was before each of our latest sends, with the send's HLC, so that
+    /// a member we learn of late gets our key from the right message on.
+    pub checkpoints: Vec<(Hlc, ChainState)>,
+    /// Other members' chains, by identity key, to open what they send.
+    pub chains: Vec<([u8; 32], ReceiverChain)>,
+    /// Members' cards (and those about to be added), to seal our key to them.
     pub cards: Vec<ContactCard>,
-    /// Members that hold our current key.
+    /// Identity keys of the members that hold our current key.
     pub shared: Vec<[u8; 32]>,
-    /// Chat items waiting for their author's key, by author.
+    /// Items of each author held to look at again: chat items waiting for the author's
+    /// key, and key items waiting for the author to be a member or kept for an older
+    /// generation (see `proto::group::session`).
     pub unopened: Vec<([u8; 32], Vec<MessageId>)>,
+}
+
+/// How much of one group's log a relay keeps, against its per-group quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayGroupUsage {
+    /// Items kept.
+    pub items: u64,
+    /// Bytes of those items.
+    pub bytes: u64,
 }

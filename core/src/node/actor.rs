@@ -24,7 +24,7 @@ use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
 use crate::proto::mailbox::Mailbox;
 use crate::proto::outbox::{self, Outbox};
 use crate::proto::rate::RateLimiter;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::wire::DmResponse;
 
 /// Swarm events handled in one round before group items are flushed once for all of them.
@@ -49,12 +49,6 @@ const MAX_ADDR_BOOK_PEERS: usize = 4096;
 const MAX_STRIKES: u32 = 16;
 /// Clock skew we accept from a sender before ignoring its timestamp for our clock.
 pub(super) const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
-/// Setting key of the display name.
-pub(super) const NAME_KEY: &str = "name";
-/// Setting-key prefix of the port a port-0 listen address got last time.
-const PORT_KEY: &str = "port/";
-/// Setting-key prefix of a peer's last known addresses.
-const ADDRS_KEY: &str = "addrs/";
 
 /// A LAN peer found by mDNS.
 #[derive(Debug, Default)]
@@ -135,12 +129,18 @@ impl Actor {
         let name = match &config.name {
             Some(name) => {
                 identity::check_name(name)?;
-                store.set_setting(NAME_KEY, name.as_bytes())?;
+                store.set_name(name)?;
                 name.clone()
             }
-            None => match store.setting(NAME_KEY)? {
-                Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                None => default_name(&identity.peer_id()),
+            None => match store.name() {
+                Ok(Some(name)) => name,
+                Ok(None) => default_name(&identity.peer_id()),
+                // Only damage writes a name that is not UTF-8; a default beats refusing to start.
+                Err(e @ StoreError::Decode { .. }) => {
+                    tracing::warn!("{e:#}; using the default name");
+                    default_name(&identity.peer_id())
+                }
+                Err(e) => return Err(e.into()),
             },
         };
         // Our mailboxes: the relays among the bootstrap peers, listed in our contact card.
@@ -159,12 +159,16 @@ impl Actor {
         // our address can reach us again after a restart; if that port is taken, any port.
         let mut listeners = HashMap::new();
         for addr in listen {
-            let key = format!("{PORT_KEY}{addr}");
-            let remembered = store
-                .setting(&key)?
-                .and_then(|bytes| <[u8; 2]>::try_from(bytes.as_slice()).ok())
-                .map(u16::from_be_bytes)
-                .and_then(|port| with_port(&addr, port));
+            let remembered = match store.listen_port(&addr) {
+                Ok(port) => port,
+                // A damaged record only costs the old port.
+                Err(e @ StoreError::Decode { .. }) => {
+                    tracing::warn!("{e:#}; listening on a new port");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+            .and_then(|port| with_port(&addr, port));
             let listen_err = |addr: &Multiaddr, e: &dyn std::fmt::Display| net::NetError::Listen {
                 addr: addr.clone(),
                 detail: e.to_string(),
@@ -175,7 +179,7 @@ impl Actor {
                     .listen_on(addr.clone())
                     .map_err(|e| listen_err(&addr, &e))?,
             };
-            listeners.insert(id, key);
+            listeners.insert(id, addr);
         }
         let mut listen_addrs = BTreeSet::new();
         // Wait until each listener has an address, so `identity` is right from the start.
@@ -193,10 +197,10 @@ impl Actor {
                     listener_id,
                     address,
                 } => {
-                    if let Some(key) = listeners.remove(&listener_id)
+                    if let Some(configured) = listeners.remove(&listener_id)
                         && let Some(port) = port_of(&address)
                     {
-                        store.set_setting(&key, &port.to_be_bytes())?;
+                        store.set_listen_port(&configured, port)?;
                     }
                     listen_addrs.insert(address);
                 }
@@ -534,7 +538,7 @@ impl Actor {
 
     fn set_name(&mut self, name: String) -> NodeResult<()> {
         identity::check_name(&name)?;
-        self.store.set_setting(NAME_KEY, name.as_bytes())?;
+        self.store.set_name(&name)?;
         self.store.flush()?;
         self.card = self
             .identity
@@ -625,16 +629,16 @@ impl Actor {
 
     /// Addresses we remembered for `peer` in an earlier run.
     fn known_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        let key = format!("{ADDRS_KEY}{peer}");
-        let Ok(Some(bytes)) = self.store.setting(&key) else {
-            return Vec::new();
-        };
-        postcard::from_bytes::<Vec<String>>(&bytes)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .take(MAX_ADDRS_PER_PEER)
-            .collect()
+        match self.store.peer_addrs(peer) {
+            Ok(mut addrs) => {
+                addrs.truncate(MAX_ADDRS_PER_PEER);
+                addrs
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the addresses of {peer}: {e:#}");
+                Vec::new()
+            }
+        }
     }
 
     /// Remembers what identify told us about a new contact's addresses, if connected.
@@ -646,16 +650,8 @@ impl Actor {
 
     /// Remembers a contact's addresses for the next run.
     fn remember_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
-        let list: Vec<String> = addrs
-            .iter()
-            .take(MAX_ADDRS_PER_PEER)
-            .map(ToString::to_string)
-            .collect();
-        if let Ok(bytes) = postcard::to_stdvec(&list)
-            && let Err(e) = self
-                .store
-                .set_setting(&format!("{ADDRS_KEY}{peer}"), &bytes)
-        {
+        let kept = &addrs[..addrs.len().min(MAX_ADDRS_PER_PEER)];
+        if let Err(e) = self.store.set_peer_addrs(peer, kept) {
             tracing::warn!("cannot remember addresses of {peer}: {e:#}");
         }
     }

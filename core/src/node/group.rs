@@ -38,12 +38,6 @@ const MAX_UNPUBLISHED: usize = 4_096;
 /// Room an invite leaves for the sender's card, the payload fields and what `group_add`
 /// writes before sending it (the add op, the newcomer's card, our key for them).
 const INVITE_MARGIN: usize = 4_096;
-/// Setting key of the list of our groups.
-const GROUPS_KEY: &str = "groups";
-/// Setting-key prefix of one group's record.
-const GROUP_KEY: &str = "group/";
-/// Setting-key prefix of a control message (an invite) waiting in the outbox.
-pub(super) const CONTROL_KEY: &str = "control/";
 
 /// All groups, and the batch under way.
 pub(super) struct Groups {
@@ -217,14 +211,12 @@ impl Actor {
             .filter_map(|(id, s)| s.take_dirty().then(|| (*id, s.record())))
             .collect();
         for (id, record) in dirty {
-            self.save_record(&id, &record)?;
+            self.store.put_group_record(&id, &record)?;
             wrote = true;
         }
         if std::mem::take(&mut self.groups.list_dirty) {
             let ids: Vec<GroupId> = self.groups.map.keys().copied().collect();
-            let list = postcard::to_stdvec(&ids)
-                .map_err(|e| NodeError::InvalidArgument(format!("cannot encode groups: {e}")))?;
-            self.store.set_setting(GROUPS_KEY, &list)?;
+            self.store.set_group_ids(&ids)?;
             wrote = true;
         }
         for ((id, item), (hlc, bytes)) in std::mem::take(&mut self.groups.staged) {
@@ -242,28 +234,21 @@ impl Actor {
         Ok(())
     }
 
-    fn save_record(&self, id: &GroupId, record: &GroupRecord) -> NodeResult<()> {
-        let bytes = postcard::to_stdvec(record)
-            .map_err(|e| NodeError::InvalidArgument(format!("cannot encode a group: {e}")))?;
-        self.store
-            .set_setting(&format!("{GROUP_KEY}{}", id.to_hex()), &bytes)?;
-        Ok(())
-    }
-
     /// Loads our groups at start and joins their topics.
     pub(super) fn restore_groups(&mut self) -> NodeResult<()> {
-        let ids: Vec<GroupId> = match self.store.setting(GROUPS_KEY)? {
-            Some(bytes) => postcard::from_bytes(&bytes).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let ids = self.store.group_ids().unwrap_or_else(|e| {
+            tracing::warn!("the list of groups is damaged ({e}); none restored");
+            Vec::new()
+        });
         let me = self.groups.me.key;
         for id in ids {
-            let Some(bytes) = self.store.setting(&format!("{GROUP_KEY}{}", id.to_hex()))? else {
-                continue;
-            };
-            let Ok(record) = postcard::from_bytes::<GroupRecord>(&bytes) else {
-                tracing::warn!("group {} has a damaged record; skipped", id.to_hex());
-                continue;
+            let record = match self.store.group_record(&id) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("group {} has a damaged record ({e}); skipped", id.to_hex());
+                    continue;
+                }
             };
             let session = match GroupSession::restore(id, me, record) {
                 Ok(session) => session,
@@ -420,7 +405,7 @@ impl Actor {
             && session.take_dirty()
         {
             let record = session.record();
-            self.save_record(id, &record)?;
+            self.store.put_group_record(id, &record)?;
         }
         self.store.insert_message(&StoredMessage {
             id: message_id,
@@ -490,10 +475,8 @@ impl Actor {
         let items = self.invite_items(id, &card.identity)?;
         let control = MessageId::random()
             .map_err(|e| NodeError::InvalidArgument(format!("no randomness: {e}")))?;
-        let body = postcard::to_stdvec(&Body::GroupInvite(items))
-            .map_err(|e| NodeError::InvalidArgument(format!("cannot encode an invite: {e}")))?;
         self.store
-            .set_setting(&format!("{CONTROL_KEY}{}", control.to_hex()), &body)?;
+            .put_control(&control, &Body::GroupInvite(items))?;
         let now = now_ms();
         let entry = OutboxEntry {
             id: control,
@@ -683,16 +666,13 @@ impl Actor {
 
     /// The body of a control message waiting in the outbox (an invite), if `id` is one.
     pub(super) fn control_body(&self, id: &MessageId) -> Option<Body> {
-        let key = format!("{CONTROL_KEY}{}", id.to_hex());
-        let bytes = self.store.setting(&key).ok().flatten()?;
-        postcard::from_bytes(&bytes).ok()
+        self.store.control(id).ok().flatten()
     }
 
     /// A control message left the outbox: forget its body.
     pub(super) fn forget_control(&self, id: &MessageId) {
-        let key = format!("{CONTROL_KEY}{}", id.to_hex());
-        if matches!(self.store.setting(&key), Ok(Some(v)) if !v.is_empty()) {
-            let _ = self.store.set_setting(&key, &[]);
+        if let Err(e) = self.store.remove_control(id) {
+            tracing::warn!("cannot forget control message {id}: {e:#}");
         }
     }
 

@@ -16,6 +16,8 @@ use libp2p::gossipsub::{IdentTopic, MessageAcceptance, TopicHash};
 
 use super::actor::Actor;
 use crate::crypto::group::{GroupId, TOPIC_PREFIX, topic_for};
+use crate::model::RelayGroupUsage;
+use crate::store::StoreError;
 use crate::wire::group::LogItem;
 
 /// Group topics a relay carries at most.
@@ -24,8 +26,6 @@ const MAX_RELAYED_TOPICS: usize = 4_096;
 const RELAY_GROUP_ITEMS: u64 = 20_000;
 /// Bytes of items a relay keeps per group.
 const RELAY_GROUP_BYTES: u64 = 32 * 1024 * 1024;
-/// Settings key prefix of a kept group's usage: (items, bytes), postcard.
-const USAGE_KEY: &str = "relay-group-usage/";
 
 impl Actor {
     /// A client joined a group topic, so the relay joins it too and carries its traffic
@@ -98,17 +98,21 @@ impl Actor {
     /// Adds one item to the group's log if it is new and within the quota (not flushed).
     fn keep_relayed(&mut self, item: &LogItem, bytes: &[u8]) -> bool {
         let chat = item.group_id.to_hex();
-        let key = format!("{USAGE_KEY}{chat}");
-        let (count, used) = match self.store.setting(&key) {
-            Ok(Some(raw)) => postcard::from_bytes::<(u64, u64)>(&raw).unwrap_or((0, 0)),
-            Ok(None) => (0, 0),
+        let usage = match self.store.relay_group_usage(&item.group_id) {
+            Ok(usage) => usage.unwrap_or_default(),
+            // Counting again from zero lets a damaged record heal on the next write.
+            Err(e @ StoreError::Decode { .. }) => {
+                tracing::warn!("{e:#}; counting the group's usage from zero");
+                RelayGroupUsage::default()
+            }
             Err(e) => {
                 tracing::error!("cannot read a relayed group's usage: {e:#}");
                 return false;
             }
         };
         let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        if count >= RELAY_GROUP_ITEMS || used.saturating_add(size) > RELAY_GROUP_BYTES {
+        let used = usage.bytes.saturating_add(size);
+        if usage.items >= RELAY_GROUP_ITEMS || used > RELAY_GROUP_BYTES {
             tracing::debug!(group = %chat, "relayed group is at its quota; item not kept");
             return false;
         }
@@ -121,10 +125,11 @@ impl Actor {
                 return false;
             }
         }
-        let usage = postcard::to_stdvec(&(count + 1, used.saturating_add(size)));
-        if let Ok(usage) = usage
-            && let Err(e) = self.store.set_setting(&key, &usage)
-        {
+        let usage = RelayGroupUsage {
+            items: usage.items.saturating_add(1),
+            bytes: used,
+        };
+        if let Err(e) = self.store.set_relay_group_usage(&item.group_id, usage) {
             tracing::error!("cannot record a relayed group's usage: {e:#}");
         }
         true

@@ -5,13 +5,17 @@
 //!
 //! In the scenarios Alice is the local user; Bob and Carol write to her.
 
+use libp2p::{Multiaddr, PeerId};
+
+use crate::crypto::group::GroupId;
 use crate::identity::ContactCard;
 use crate::model::{
-    ChatMeta, Contact, ContactState, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry,
-    StoredMessage,
+    ChatMeta, Contact, ContactState, GroupRecord, HeldMail, Hlc, MessageId, MessageStatus,
+    OutboxEntry, RelayGroupUsage, StoredMessage,
 };
+use crate::wire::Body;
 
-use super::Store;
+use super::{Store, StoreError};
 
 /// Expands to one `#[test]` per scenario, each on a store made by `$make`, a closure
 /// returning `(store, keep_alive)`; `keep_alive` (a temporary directory, say) lives
@@ -36,6 +40,13 @@ macro_rules! conformance_tests {
                 group_logs_dedup_and_list_in_hlc_order,
                 contacts_are_added_replaced_and_listed_by_peer_id,
                 settings_are_saved_and_replaced,
+                name_round_trips_as_raw_utf8,
+                group_records_and_list_round_trip_and_are_removed,
+                controls_round_trip_and_read_as_gone_when_removed_or_empty,
+                listen_ports_round_trip_as_two_big_endian_bytes,
+                peer_addrs_round_trip_and_are_removed,
+                relay_group_usage_round_trips_and_is_removed,
+                damaged_records_are_decode_errors,
                 empty_store_has_nothing,
             );
         }
@@ -500,4 +511,212 @@ pub(super) fn empty_store_has_nothing(store: &dyn Store) {
     assert!(store.messages(BOB, 10, None).unwrap().is_empty());
     assert_eq!(store.message(&id(1)).unwrap(), None);
     store.flush().unwrap();
+}
+
+/// The address a test listens on, with port 0.
+fn any_port() -> Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+}
+
+fn group_record(name: &str) -> GroupRecord {
+    GroupRecord {
+        ops: Vec::new(),
+        my_key: None,
+        checkpoints: Vec::new(),
+        chains: Vec::new(),
+        cards: vec![contact(BOB, name).card],
+        shared: vec![[4; 32]],
+        unopened: vec![([5; 32], vec![id(6)])],
+    }
+}
+
+fn is_decode_error<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Decode { .. }))
+}
+
+// The raw bytes asserted below are the on-disk format of existing data dirs.
+
+pub(super) fn name_round_trips_as_raw_utf8(store: &dyn Store) {
+    assert_eq!(store.name().unwrap(), None);
+    store.set_name("앨리스").unwrap();
+    assert_eq!(store.name().unwrap().as_deref(), Some("앨리스"));
+    assert_eq!(
+        store.setting("name").unwrap(),
+        Some("앨리스".as_bytes().to_vec())
+    );
+}
+
+pub(super) fn group_records_and_list_round_trip_and_are_removed(store: &dyn Store) {
+    let (hikers, family) = (GroupId([7; 32]), GroupId([9; 32]));
+    assert!(store.group_ids().unwrap().is_empty());
+    assert!(store.group_record(&hikers).unwrap().is_none());
+
+    store.set_group_ids(&[hikers, family]).unwrap();
+    assert_eq!(store.group_ids().unwrap(), [hikers, family]);
+    let mut list = vec![2];
+    list.extend([7; 32]);
+    list.extend([9; 32]);
+    assert_eq!(store.setting("groups").unwrap(), Some(list));
+
+    store
+        .put_group_record(&hikers, &group_record("bob"))
+        .unwrap();
+    store
+        .put_group_record(&family, &group_record("mum"))
+        .unwrap();
+    assert!(store.group_record(&hikers).unwrap() == Some(group_record("bob")));
+    let key = format!("group/{}", hikers.to_hex());
+    assert_eq!(
+        store.setting(&key).unwrap(),
+        Some(postcard::to_stdvec(&group_record("bob")).unwrap())
+    );
+
+    store.remove_group_record(&hikers).unwrap();
+    store.remove_group_record(&GroupId([1; 32])).unwrap();
+    assert!(store.group_record(&hikers).unwrap().is_none());
+    assert!(store.group_record(&family).unwrap() == Some(group_record("mum")));
+}
+
+pub(super) fn controls_round_trip_and_read_as_gone_when_removed_or_empty(store: &dyn Store) {
+    let invite = Body::GroupInvite(vec![vec![1, 2, 3]]);
+    assert_eq!(store.control(&id(1)).unwrap(), None);
+    store.put_control(&id(1), &invite).unwrap();
+    store
+        .put_control(&id(2), &Body::Text("hi".to_owned()))
+        .unwrap();
+    assert_eq!(store.control(&id(1)).unwrap(), Some(invite.clone()));
+    assert_eq!(
+        store
+            .setting(&format!("control/{}", id(1).to_hex()))
+            .unwrap(),
+        Some(postcard::to_stdvec(&invite).unwrap())
+    );
+
+    store.remove_control(&id(1)).unwrap();
+    store.remove_control(&id(9)).unwrap();
+    assert_eq!(store.control(&id(1)).unwrap(), None);
+    assert_eq!(
+        store
+            .setting(&format!("control/{}", id(1).to_hex()))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.control(&id(2)).unwrap(),
+        Some(Body::Text("hi".to_owned()))
+    );
+
+    // Data dirs from before removal existed mark a sent control with an empty value.
+    store
+        .set_setting(&format!("control/{}", id(3).to_hex()), b"")
+        .unwrap();
+    assert_eq!(store.control(&id(3)).unwrap(), None);
+}
+
+pub(super) fn listen_ports_round_trip_as_two_big_endian_bytes(store: &dyn Store) {
+    let other: Multiaddr = "/ip6/::1/tcp/0".parse().unwrap();
+    assert_eq!(store.listen_port(&any_port()).unwrap(), None);
+    store.set_listen_port(&any_port(), 8080).unwrap();
+    store.set_listen_port(&other, 9).unwrap();
+    assert_eq!(store.listen_port(&any_port()).unwrap(), Some(8080));
+    assert_eq!(store.listen_port(&other).unwrap(), Some(9));
+    assert_eq!(
+        store.setting("port//ip4/127.0.0.1/tcp/0").unwrap(),
+        Some(vec![0x1f, 0x90])
+    );
+    store.set_listen_port(&any_port(), 8081).unwrap();
+    assert_eq!(store.listen_port(&any_port()).unwrap(), Some(8081));
+}
+
+pub(super) fn peer_addrs_round_trip_and_are_removed(store: &dyn Store) {
+    let (bob, carol) = (PeerId::random(), PeerId::random());
+    let addrs: Vec<Multiaddr> = vec![
+        "/ip4/127.0.0.1/tcp/4001".parse().unwrap(),
+        "/ip6/::1/udp/4001/quic-v1".parse().unwrap(),
+    ];
+    assert!(store.peer_addrs(&bob).unwrap().is_empty());
+    store.set_peer_addrs(&bob, &addrs).unwrap();
+    store.set_peer_addrs(&carol, &addrs[..1]).unwrap();
+    assert_eq!(store.peer_addrs(&bob).unwrap(), addrs);
+    let text: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        store.setting(&format!("addrs/{bob}")).unwrap(),
+        Some(postcard::to_stdvec(&text).unwrap())
+    );
+
+    // An address this version cannot parse is left out, not an error.
+    let with_unknown = vec!["/ip4/127.0.0.1/tcp/1".to_owned(), "/future/1".to_owned()];
+    store
+        .set_setting(
+            &format!("addrs/{carol}"),
+            &postcard::to_stdvec(&with_unknown).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        store.peer_addrs(&carol).unwrap(),
+        ["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap()]
+    );
+
+    store.remove_peer_addrs(&bob).unwrap();
+    store.remove_peer_addrs(&PeerId::random()).unwrap();
+    assert!(store.peer_addrs(&bob).unwrap().is_empty());
+    assert_eq!(store.peer_addrs(&carol).unwrap().len(), 1);
+}
+
+pub(super) fn relay_group_usage_round_trips_and_is_removed(store: &dyn Store) {
+    let (hikers, family) = (GroupId([7; 32]), GroupId([9; 32]));
+    let usage = RelayGroupUsage {
+        items: 3,
+        bytes: 1000,
+    };
+    assert_eq!(store.relay_group_usage(&hikers).unwrap(), None);
+    store.set_relay_group_usage(&hikers, usage).unwrap();
+    store
+        .set_relay_group_usage(&family, RelayGroupUsage::default())
+        .unwrap();
+    assert_eq!(store.relay_group_usage(&hikers).unwrap(), Some(usage));
+    // postcard (u64, u64): two varints.
+    assert_eq!(
+        store
+            .setting(&format!("relay-group-usage/{}", hikers.to_hex()))
+            .unwrap(),
+        Some(vec![3, 0xe8, 0x07])
+    );
+    store.remove_relay_group_usage(&hikers).unwrap();
+    assert_eq!(store.relay_group_usage(&hikers).unwrap(), None);
+    assert_eq!(
+        store.relay_group_usage(&family).unwrap(),
+        Some(RelayGroupUsage::default())
+    );
+}
+
+pub(super) fn damaged_records_are_decode_errors(store: &dyn Store) {
+    let group = GroupId([7; 32]);
+    let peer = PeerId::random();
+    store.set_setting("name", &[0xff, 0xfe]).unwrap();
+    assert!(is_decode_error(store.name()));
+    // A list that announces five groups and holds none.
+    store.set_setting("groups", &[5]).unwrap();
+    assert!(is_decode_error(store.group_ids()));
+    store
+        .set_setting(&format!("group/{}", group.to_hex()), &[0xff])
+        .unwrap();
+    assert!(is_decode_error(
+        store.group_record(&group).map(|r| r.is_some())
+    ));
+    // A body kind no version has.
+    store
+        .set_setting(&format!("control/{}", id(1).to_hex()), &[200])
+        .unwrap();
+    assert!(is_decode_error(store.control(&id(1))));
+    store
+        .set_setting("port//ip4/127.0.0.1/tcp/0", &[1, 2, 3])
+        .unwrap();
+    assert!(is_decode_error(store.listen_port(&any_port())));
+    store.set_setting(&format!("addrs/{peer}"), &[3]).unwrap();
+    assert!(is_decode_error(store.peer_addrs(&peer)));
+    store
+        .set_setting(&format!("relay-group-usage/{}", group.to_hex()), &[0xff])
+        .unwrap();
+    assert!(is_decode_error(store.relay_group_usage(&group)));
 }

@@ -61,6 +61,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn remove_setting(&self, key: &str) -> StoreResult<()> {
+        self.maps().settings.remove(key);
+        Ok(())
+    }
+
     fn contact(&self, peer_id: &str) -> StoreResult<Option<Contact>> {
         Ok(self.maps().contacts.get(peer_id).cloned())
     }

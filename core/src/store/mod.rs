@@ -8,13 +8,22 @@
 #[cfg(test)]
 mod conformance;
 mod memory;
+mod records;
 mod sled_store;
 
 pub use memory::MemoryStore;
 pub use sled_store::{SledConfig, SledStore};
 
+use libp2p::{Multiaddr, PeerId};
+
+use crate::crypto::group::GroupId;
 use crate::model::{
-    ChatMeta, Contact, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+    ChatMeta, Contact, GroupRecord, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry,
+    RelayGroupUsage, StoredMessage,
+};
+use crate::wire::Body;
+use records::{
+    GROUPS_KEY, NAME_KEY, addrs_key, control_key, decode, encode, group_key, port_key, usage_key,
 };
 
 /// The schema version this build writes. A database with a higher version is refused.
@@ -64,11 +73,134 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the node persists. Implementations must make every write visible to
 /// later reads at once, and durable (surviving kill -9 and power loss) after `flush`.
+///
+/// The small records (name, groups, ports, addresses, …) are provided methods over the
+/// raw settings: an implementation supplies `setting`, `set_setting` and `remove_setting`
+/// and gets the keys and encodings of `records.rs`, the same for every store.
 pub trait Store: Send + 'static {
-    /// A small setting such as the display name (`key` is a fixed string).
+    /// The raw bytes of a setting. Prefer the typed methods below, which know the keys
+    /// and encodings; this is for records that have none yet.
     fn setting(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Saves a small setting.
+    /// Saves a setting's raw bytes.
     fn set_setting(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Forgets a setting; an unknown key is fine.
+    fn remove_setting(&self, key: &str) -> StoreResult<()>;
+
+    /// Our display name, if one was ever set. Not UTF-8 only when damaged: an error.
+    fn name(&self) -> StoreResult<Option<String>> {
+        self.setting(NAME_KEY)?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|_| StoreError::Decode {
+                    what: "display name",
+                })
+            })
+            .transpose()
+    }
+    /// Saves our display name (raw UTF-8).
+    fn set_name(&self, name: &str) -> StoreResult<()> {
+        self.set_setting(NAME_KEY, name.as_bytes())
+    }
+
+    /// The ids of the groups we hold a record of, empty if none.
+    fn group_ids(&self) -> StoreResult<Vec<GroupId>> {
+        match self.setting(GROUPS_KEY)? {
+            Some(bytes) => decode(&bytes, "group list"),
+            None => Ok(Vec::new()),
+        }
+    }
+    /// Replaces the list of our groups.
+    fn set_group_ids(&self, ids: &[GroupId]) -> StoreResult<()> {
+        self.set_setting(GROUPS_KEY, &encode(&ids, "group list")?)
+    }
+
+    /// One group's record (membership and keys; its log is in the group log).
+    fn group_record(&self, id: &GroupId) -> StoreResult<Option<GroupRecord>> {
+        self.setting(&group_key(id))?
+            .map(|bytes| decode(&bytes, "group"))
+            .transpose()
+    }
+    /// Saves one group's record.
+    fn put_group_record(&self, id: &GroupId, record: &GroupRecord) -> StoreResult<()> {
+        self.set_setting(&group_key(id), &encode(record, "group")?)
+    }
+    /// Forgets one group's record; an unknown group is fine.
+    fn remove_group_record(&self, id: &GroupId) -> StoreResult<()> {
+        self.remove_setting(&group_key(id))
+    }
+
+    /// The body of a control message (an invite) waiting in the outbox under `id`.
+    /// `None` once removed, including the empty value that stood for "removed" before
+    /// removal existed.
+    fn control(&self, id: &MessageId) -> StoreResult<Option<Body>> {
+        match self.setting(&control_key(id))? {
+            Some(bytes) if !bytes.is_empty() => decode(&bytes, "control message").map(Some),
+            _ => Ok(None),
+        }
+    }
+    /// Saves the body of a control message queued in the outbox under `id`.
+    fn put_control(&self, id: &MessageId, body: &Body) -> StoreResult<()> {
+        self.set_setting(&control_key(id), &encode(body, "control message")?)
+    }
+    /// Forgets a control message's body (it left the outbox); an unknown id is fine.
+    fn remove_control(&self, id: &MessageId) -> StoreResult<()> {
+        self.remove_setting(&control_key(id))
+    }
+
+    /// The port that the port-0 listen address `addr` (as configured) got last time.
+    fn listen_port(&self, addr: &Multiaddr) -> StoreResult<Option<u16>> {
+        self.setting(&port_key(addr))?
+            .map(|bytes| {
+                <[u8; 2]>::try_from(bytes.as_slice())
+                    .map(u16::from_be_bytes)
+                    .map_err(|_| StoreError::Decode {
+                        what: "listen port",
+                    })
+            })
+            .transpose()
+    }
+    /// Remembers the port that `addr` got (2 bytes, big-endian).
+    fn set_listen_port(&self, addr: &Multiaddr, port: u16) -> StoreResult<()> {
+        self.set_setting(&port_key(addr), &port.to_be_bytes())
+    }
+
+    /// The addresses `peer` was last reached at, in the order saved, empty if none. An
+    /// entry that does not parse (a protocol a newer version knows) is left out.
+    fn peer_addrs(&self, peer: &PeerId) -> StoreResult<Vec<Multiaddr>> {
+        let Some(bytes) = self.setting(&addrs_key(peer))? else {
+            return Ok(Vec::new());
+        };
+        let addrs: Vec<String> = decode(&bytes, "peer addresses")?;
+        Ok(addrs.iter().filter_map(|a| a.parse().ok()).collect())
+    }
+    /// Remembers the addresses `peer` was reached at (as text, so that any reader parses
+    /// what it understands).
+    fn set_peer_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) -> StoreResult<()> {
+        let text: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        self.set_setting(&addrs_key(peer), &encode(&text, "peer addresses")?)
+    }
+    /// Forgets `peer`'s addresses; an unknown peer is fine.
+    fn remove_peer_addrs(&self, peer: &PeerId) -> StoreResult<()> {
+        self.remove_setting(&addrs_key(peer))
+    }
+
+    /// How much of `group`'s log we keep as its relay; `None` if we keep none.
+    fn relay_group_usage(&self, group: &GroupId) -> StoreResult<Option<RelayGroupUsage>> {
+        self.setting(&usage_key(group))?
+            .map(|bytes| {
+                decode::<(u64, u64)>(&bytes, "relayed group usage")
+                    .map(|(items, bytes)| RelayGroupUsage { items, bytes })
+            })
+            .transpose()
+    }
+    /// Saves how much of `group`'s log we keep as its relay.
+    fn set_relay_group_usage(&self, group: &GroupId, usage: RelayGroupUsage) -> StoreResult<()> {
+        let pair = (usage.items, usage.bytes);
+        self.set_setting(&usage_key(group), &encode(&pair, "relayed group usage")?)
+    }
+    /// Forgets `group`'s relay usage; an unknown group is fine.
+    fn remove_relay_group_usage(&self, group: &GroupId) -> StoreResult<()> {
+        self.remove_setting(&usage_key(group))
+    }
 
     /// The contact (accepted or request) with this peer id.
     fn contact(&self, peer_id: &str) -> StoreResult<Option<Contact>>;

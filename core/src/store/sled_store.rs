@@ -1,7 +1,8 @@
 //! [`SledStore`]: the store on disk, in one sled database. The only code that names sled.
 //!
 //! Layout (one sled tree each, values encoded with postcard):
-//! - `settings`: setting name → raw bytes
+//! - `settings`: setting name → raw bytes; the typed records' keys and encodings are in
+//!   `records.rs`
 //! - `contacts`: peer id → [`Contact`]
 //! - `messages`: chat ‖ 0x00 ‖ HLC (big-endian) ‖ id → [`StoredMessage`], so that a chat is
 //!   one contiguous key range in (HLC, id) order
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use super::records::{decode, encode};
 use super::{SCHEMA_VERSION, Store, StoreError, StoreResult};
 use crate::model::{
     ChatMeta, Contact, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry, StoredMessage,
@@ -245,6 +247,13 @@ impl Store for SledStore {
     fn set_setting(&self, key: &str, value: &[u8]) -> StoreResult<()> {
         self.settings
             .insert(key, value)
+            .map_err(|err| self.storage_error(err))?;
+        Ok(())
+    }
+
+    fn remove_setting(&self, key: &str) -> StoreResult<()> {
+        self.settings
+            .remove(key)
             .map_err(|err| self.storage_error(err))?;
         Ok(())
     }
@@ -553,15 +562,6 @@ fn message_key(chat: &str, hlc: Hlc, id: &MessageId) -> Vec<u8> {
     key.extend_from_slice(&hlc.to_be_bytes());
     key.extend_from_slice(&id.0);
     key
-}
-
-fn encode<T: Serialize>(value: &T, what: &'static str) -> StoreResult<Vec<u8>> {
-    postcard::to_stdvec(value)
-        .map_err(|err| StoreError::Io(format!("could not encode a {what} record: {err}")))
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> StoreResult<T> {
-    postcard::from_bytes(bytes).map_err(|_| StoreError::Decode { what })
 }
 
 fn abort(err: StoreError) -> ConflictableTransactionError<StoreError> {

@@ -242,9 +242,10 @@ fn an_older_generation_arriving_late_still_opens_its_messages() {
     let (gen0, mut bob) = alice_key();
     let mut gen1 = gen0.rotate().unwrap();
     let gen2 = gen1.rotate().unwrap();
+    let gen1_shared = gen1.state().clone();
     let sealed = gen1.encrypt(&group, &ALICE, b"under generation 1").unwrap();
     let mut late = ReceiverChain::new(gen2.state());
-    late.install(gen1.state()).unwrap();
+    late.install(&gen1_shared).unwrap();
     assert_eq!(
         late.decrypt(&at(&group, &sealed), &sealed.ciphertext)
             .unwrap(),
