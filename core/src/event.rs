@@ -22,6 +22,20 @@ pub enum Via {
     Relay,
 }
 
+/// Whether others can dial us, as AutoNAT sees it (in `identity` and the `reachability`
+/// event).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reachability {
+    /// Others can dial one of our addresses directly.
+    Public,
+    /// Behind NAT: others reach us only through relays.
+    Private,
+    /// Not probed yet.
+    #[default]
+    Unknown,
+}
+
 /// One notice from the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -70,8 +84,8 @@ pub enum Event {
     },
     /// AutoNAT's verdict on whether others can dial us changed.
     Reachability {
-        /// `"public"`, `"private"` (behind NAT: reachable only through relays) or `"unknown"`.
-        status: &'static str,
+        /// The new verdict.
+        status: Reachability,
         /// The address confirmed reachable, when public.
         addr: Option<String>,
     },

@@ -4,10 +4,12 @@
 //! with postcard and the RPC layer turns them into JSON.
 
 use std::fmt;
+use std::str::FromStr;
 
+use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::group::{ChainState, ReceiverChain, SenderKey};
+use crate::crypto::group::{ChainState, GroupId, ReceiverChain, SenderKey};
 use crate::identity::ContactCard;
 use crate::wire::group::SignedOp;
 
@@ -57,6 +59,47 @@ impl fmt::Debug for MessageId {
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
+    }
+}
+
+/// A chat, as a request names it: the direct chat with a peer, or a group.
+///
+/// Parsed once where a request enters [`crate::node::Node`], so the actor never guesses
+/// from the shape of a string. Its text form ([`fmt::Display`]) is the chat id the JSON
+/// and the store use: the peer id, or the group id's 64 lower-case hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChatId {
+    /// The direct chat with this peer.
+    Peer(PeerId),
+    /// A group chat.
+    Group(GroupId),
+}
+
+/// A chat id that is neither a peer id nor a group id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither a peer id (12D3Koo…) nor a group id (64 hex digits)")]
+pub struct BadChatId(pub String);
+
+impl FromStr for ChatId {
+    type Err = BadChatId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // Hex first: a group id is never a valid peer id, and the check is cheap.
+        if let Some(group) = GroupId::from_hex(text) {
+            return Ok(Self::Group(group));
+        }
+        text.parse()
+            .map(Self::Peer)
+            .map_err(|_| BadChatId(text.to_owned()))
+    }
+}
+
+impl fmt::Display for ChatId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Peer(peer) => write!(f, "{peer}"),
+            Self::Group(group) => f.write_str(&group.to_hex()),
+        }
     }
 }
 
@@ -128,7 +171,11 @@ impl HlcClock {
 }
 
 /// Where an outgoing message stands, or `Delivered` for a received one.
+///
+/// Serialises as `"pending"`, `"sent"`, … in JSON. The store's postcard encoding is the
+/// variant index, which the names do not touch: keep the variants in this order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MessageStatus {
     /// Stored in the outbox, not yet handed to any route.
     Pending,
@@ -288,4 +335,70 @@ pub struct RelayGroupUsage {
     pub items: u64,
     /// Bytes of those items.
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerId {
+        let key = libp2p::identity::Keypair::ed25519_from_bytes([7; 32]).expect("a valid key");
+        key.public().to_peer_id()
+    }
+
+    #[test]
+    fn a_chat_id_is_a_peer_or_a_group_and_prints_as_it_was_given() {
+        let peer = peer();
+        let text = peer.to_string();
+        assert_eq!(text.parse::<ChatId>(), Ok(ChatId::Peer(peer)));
+        assert_eq!(text.parse::<ChatId>().map(|c| c.to_string()), Ok(text));
+
+        let group = GroupId([0xab; 32]);
+        let hex = "ab".repeat(32);
+        assert_eq!(hex.parse::<ChatId>(), Ok(ChatId::Group(group)));
+        assert_eq!(
+            hex.parse::<ChatId>().map(|c| c.to_string()),
+            Ok(hex.clone())
+        );
+        // Upper case is accepted and printed the way the store keys chats.
+        let upper = hex.to_uppercase().parse::<ChatId>();
+        assert_eq!(upper.map(|c| c.to_string()), Ok(hex));
+    }
+
+    #[test]
+    fn garbage_is_neither_a_peer_nor_a_group() {
+        for garbage in [
+            "",
+            "hello",
+            "12D3KooWnot-a-peer",
+            &"ab".repeat(31),
+            &"ab".repeat(33),
+        ] {
+            let err = garbage.parse::<ChatId>().expect_err(garbage);
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{garbage:?} is neither a peer id (12D3Koo…) nor a group id (64 hex digits)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn message_status_keeps_its_json_and_store_encodings() {
+        let all = [
+            (MessageStatus::Pending, "pending", 0u8),
+            (MessageStatus::Sent, "sent", 1),
+            (MessageStatus::Delivered, "delivered", 2),
+            (MessageStatus::Read, "read", 3),
+            (MessageStatus::Failed, "failed", 4),
+        ];
+        for (status, json, index) in all {
+            assert_eq!(serde_json::to_value(status).ok(), Some(json.into()));
+            assert_eq!(status.as_str(), json);
+            // The store writes postcard, which encodes the variant's index only.
+            assert_eq!(postcard::to_stdvec(&status).ok(), Some(vec![index]));
+            assert_eq!(postcard::from_bytes(&[index]).ok(), Some(status));
+        }
+    }
 }

@@ -178,16 +178,25 @@ async fn call_one(node: &Node, request: Value) -> (Option<Value>, bool) {
 
 type Outcome = Result<Value, (i64, String)>;
 
+/// The JSON-RPC error for a node error. Every variant is listed (no catch-all), so a new
+/// one has to be given a code here: the caller's mistakes are -32602 or -32004, the node's
+/// own failures -32603.
 fn node_error(e: NodeError) -> (i64, String) {
     let code = match &e {
         NodeError::NodeStopped => NODE_STOPPED,
         NodeError::Store(_) => STORAGE_ERROR,
-        NodeError::Identity(_) | NodeError::InvalidArgument(_) => INVALID_PARAMS,
-        NodeError::NotFound(_) => NOT_FOUND,
+        // Not being a member any more is refused like any value the caller may not use.
+        NodeError::Identity(_) | NodeError::InvalidArgument(_) | NodeError::NotAMember(_) => {
+            INVALID_PARAMS
+        }
+        NodeError::NotFound(_) | NodeError::NotAContact(_) | NodeError::NoSuchGroup(_) => NOT_FOUND,
         NodeError::Dial { .. } => DIAL_ERROR,
         NodeError::OutboxFull(_) => OUTBOX_FULL,
         NodeError::Busy(_) => BUSY,
-        _ => INTERNAL_ERROR,
+        NodeError::Net(_)
+        | NodeError::DataDir { .. }
+        | NodeError::Crypto(_)
+        | NodeError::Internal(_) => INTERNAL_ERROR,
     };
     (code, format!("{e:#}"))
 }
@@ -478,4 +487,106 @@ pub fn event_json(event: &Event) -> Value {
 /// A whole notification line for an event.
 pub fn event_notification(event: &Event) -> String {
     json!({"jsonrpc": "2.0", "method": "event", "params": event_json(event)}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::PeerId;
+
+    use super::*;
+    use crate::crypto::group::GroupId;
+    use crate::node::Config;
+
+    fn stranger() -> PeerId {
+        let key = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).expect("a valid key");
+        key.public().to_peer_id()
+    }
+
+    /// A node on loopback, without mDNS, dialling nobody.
+    async fn alice(dir: &std::path::Path) -> Node {
+        let mut config = Config::new(dir);
+        config.mdns = false;
+        config.dial_on_start = false;
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")];
+        Node::start(config).await.expect("alice starts")
+    }
+
+    async fn error_of(node: &Node, method: &str, params: Value) -> (i64, String) {
+        let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let text = call(node, &request.to_string())
+            .await
+            .json
+            .expect("a response");
+        let response: Value = serde_json::from_str(&text).expect("JSON");
+        let error = &response["error"];
+        assert!(error.is_object(), "{method} should fail: {response}");
+        (
+            error["code"].as_i64().expect("a code"),
+            error["message"].as_str().expect("a message").to_owned(),
+        )
+    }
+
+    #[test]
+    fn each_new_error_says_whose_fault_it_is() {
+        let group = GroupId([0xcd; 32]);
+        let cases = [
+            (NodeError::NotAContact(stranger()), NOT_FOUND),
+            (NodeError::NoSuchGroup(group), NOT_FOUND),
+            (NodeError::NotAMember(group), INVALID_PARAMS),
+            (
+                NodeError::Crypto("sealing message 00: noise".into()),
+                INTERNAL_ERROR,
+            ),
+            (NodeError::Internal("no randomness".into()), INTERNAL_ERROR),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            assert_eq!(node_error(error), (code, message));
+        }
+        assert_eq!(
+            node_error(NodeError::NotAContact(stranger())).1,
+            format!(
+                "{} is not a contact; add them with their contact code first",
+                stranger()
+            )
+        );
+        assert_eq!(
+            node_error(NodeError::NoSuchGroup(group)).1,
+            format!(
+                "no group {}; the chats list shows the groups you are in",
+                "cd".repeat(32)
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn send_names_the_stranger_the_unknown_group_and_the_garbage() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let node = alice(dir.path()).await;
+
+        let to = stranger().to_string();
+        let (code, message) = error_of(&node, "send", json!({"to": to, "text": "hi"})).await;
+        assert_eq!(code, NOT_FOUND);
+        assert_eq!(
+            message,
+            format!("{to} is not a contact; add them with their contact code first")
+        );
+
+        let group = "ef".repeat(32);
+        let (code, message) = error_of(&node, "send", json!({"to": group, "text": "hi"})).await;
+        assert_eq!(code, NOT_FOUND);
+        assert!(message.contains(&group), "{message}");
+
+        let (code, message) = error_of(&node, "send", json!({"to": "bob", "text": "hi"})).await;
+        assert_eq!(code, INVALID_PARAMS);
+        assert_eq!(
+            message,
+            "\"bob\" is neither a peer id (12D3Koo…) nor a group id (64 hex digits)"
+        );
+
+        let (code, _) = error_of(&node, "messages", json!({"chat": "bob"})).await;
+        assert_eq!(code, INVALID_PARAMS);
+
+        node.shutdown().await.expect("alice stops");
+    }
 }

@@ -159,7 +159,7 @@ impl TestNode {
             |e| match e {
                 Event::MessageStatus {
                     id: got, status: s, ..
-                } if *got == id && status_at_least(s.as_str(), status) => Some(()),
+                } if *got == id && status_at_least(*s, status) => Some(()),
                 _ => None,
             },
         )
@@ -212,15 +212,15 @@ impl Stopped {
     }
 }
 
-fn status_at_least(have: &str, want: MessageStatus) -> bool {
-    let rank = |s: &str| match s {
-        "pending" => 0,
-        "sent" => 1,
-        "delivered" => 2,
-        "read" => 3,
-        _ => -1,
+fn status_at_least(have: MessageStatus, want: MessageStatus) -> bool {
+    let rank = |s: MessageStatus| match s {
+        MessageStatus::Pending => 0,
+        MessageStatus::Sent => 1,
+        MessageStatus::Delivered => 2,
+        MessageStatus::Read => 3,
+        MessageStatus::Failed => -1,
     };
-    rank(have) >= rank(want.as_str())
+    rank(have) >= rank(want)
 }
 
 /// Connects `a` to `b` and makes each the other's contact.

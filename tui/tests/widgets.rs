@@ -40,7 +40,7 @@ fn chat_list_marks_requests_and_keeps_the_selection_visible() {
         let id = format!("12D3KooWStranger{n}");
         chats.push(bonghwa_core::node::ChatInfo {
             id: id.clone(),
-            kind: "direct",
+            kind: bonghwa_core::node::ChatKind::Direct,
             name: format!("낯선 사람 {n}"),
             unread: 0,
             last: None,
@@ -92,7 +92,7 @@ fn failed_mark_is_red() {
             common::ME,
             "gone",
             common::MORNING,
-            "failed",
+            bonghwa_core::model::MessageStatus::Failed,
         )],
         older: false,
     });

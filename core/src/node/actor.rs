@@ -16,10 +16,9 @@ use super::group_sync::SyncState;
 use super::mail_client::{MailClient, relay_addrs};
 use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
-use crate::crypto::group::GroupId;
 use crate::event::{Event, Via};
 use crate::identity::{self, ContactCard, Identity};
-use crate::model::{ContactState, HlcClock, MessageId};
+use crate::model::{ChatId, ContactState, HlcClock, MessageId};
 use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
 use crate::proto::mailbox::Mailbox;
 use crate::proto::outbox::{self, Outbox};
@@ -400,11 +399,18 @@ impl Actor {
         let mut shutdown = None;
         for command in batch {
             match command {
-                Command::Send { to, text, reply } if GroupId::from_hex(&to).is_some() => {
-                    let result = known_group(&to).and_then(|id| self.group_send(&id, &text));
-                    let _ = reply.send(result);
+                Command::Send {
+                    to: ChatId::Group(id),
+                    text,
+                    reply,
+                } => {
+                    let _ = reply.send(self.group_send(&id, &text));
                 }
-                Command::Send { to, text, reply } => match self.prepare_send(&to, &text) {
+                Command::Send {
+                    to: ChatId::Peer(peer),
+                    text,
+                    reply,
+                } => match self.prepare_send(peer, &text) {
                     Ok(prepared) => sends.push((prepared, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -475,40 +481,41 @@ impl Actor {
                 before,
                 reply,
             } => {
-                let _ = reply.send(self.messages(&chat, limit, before));
+                let _ = reply.send(self.messages(&chat.to_string(), limit, before));
             }
             Command::GroupCreate {
                 name,
                 members,
                 reply,
             } => {
-                let _ = reply.send(self.group_create(&name, &members).map(|id| id.to_hex()));
+                let _ = reply.send(self.group_create(&name, &members));
             }
             Command::GroupAdd {
                 group,
                 member,
                 reply,
             } => {
-                let result = known_group(&group).and_then(|id| self.group_add(&id, &member));
-                let _ = reply.send(result);
+                let _ = reply.send(self.group_add(&group, &member));
             }
             Command::GroupRemove {
                 group,
                 member,
                 reply,
             } => {
-                let result =
-                    known_group(&group).and_then(|id| self.group_remove(&id, member.as_deref()));
-                let _ = reply.send(result);
+                let _ = reply.send(self.group_remove(&group, member.as_ref()));
             }
             Command::GroupMembers(group, reply) => {
-                let _ = reply.send(known_group(&group).and_then(|id| self.group_members(&id)));
+                let _ = reply.send(self.group_members(&group));
             }
             Command::MarkRead(chat, reply) => {
-                let _ = reply.send(self.store.mark_read(&chat).map_err(NodeError::from));
+                let result = self.store.mark_read(&chat.to_string());
+                let _ = reply.send(result.map_err(NodeError::from));
             }
             Command::Send { reply, .. } => {
-                let _ = reply.send(Err(NodeError::InvalidArgument("send out of band".into())));
+                // `handle_commands` takes every send before it gets here.
+                let _ = reply.send(Err(NodeError::Internal(
+                    "a send reached the query path".into(),
+                )));
             }
             Command::Shutdown(reply) => {
                 let _ = reply.send(Ok(()));
@@ -1051,13 +1058,6 @@ impl Actor {
             tracing::warn!(%peer, "keep-alive set is full");
         }
     }
-}
-
-/// The group with this id (64 hex digits).
-fn known_group(text: &str) -> NodeResult<GroupId> {
-    GroupId::from_hex(text).ok_or_else(|| {
-        NodeError::InvalidArgument(format!("{text:?} is not a group id (64 hex digits)"))
-    })
 }
 
 /// `addr` with its port-0 TCP or UDP component set to `port`; `None` if it has no port 0.

@@ -4,7 +4,7 @@
 use libp2p::PeerId;
 
 use super::actor::{Actor, ttl_expiry};
-use super::{ChatInfo, ContactInfo, MessageInfo, NodeError, NodeResult, Reply, now_ms};
+use super::{ChatInfo, ChatKind, ContactInfo, MessageInfo, NodeError, NodeResult, Reply, now_ms};
 use crate::crypto;
 use crate::event::Event;
 use crate::identity::{self, ContactCard};
@@ -23,19 +23,15 @@ pub(super) struct PreparedSend {
 
 impl Actor {
     /// Validates a send and writes the message and its outbox entry (not yet flushed).
-    pub(super) fn prepare_send(&mut self, to: &str, text: &str) -> NodeResult<PreparedSend> {
-        let peer: PeerId = to.parse().map_err(|_| {
-            NodeError::InvalidArgument(format!("{to:?} is not a peer id (expected 12D3Koo…)"))
-        })?;
+    pub(super) fn prepare_send(&mut self, peer: PeerId, text: &str) -> NodeResult<PreparedSend> {
         if peer == self.identity.peer_id() {
             return Err(NodeError::InvalidArgument(
                 "you cannot send a message to yourself".into(),
             ));
         }
-        if self.store.contact(to)?.is_none() {
-            return Err(NodeError::NotFound(format!(
-                "{to} is not a contact; add them with contact_add and their contact code first"
-            )));
+        let to = peer.to_string();
+        if self.store.contact(&to)?.is_none() {
+            return Err(NodeError::NotAContact(peer));
         }
         if text.trim().is_empty() {
             return Err(NodeError::InvalidArgument("the message is empty".into()));
@@ -52,11 +48,11 @@ impl Actor {
         }
         let now = now_ms();
         let id = MessageId::random()
-            .map_err(|e| NodeError::InvalidArgument(format!("no randomness: {e}")))?;
+            .map_err(|e| NodeError::Internal(format!("no randomness for a message id: {e}")))?;
         let hlc = self.clock.tick(now);
         let message = StoredMessage {
             id,
-            chat: to.to_owned(),
+            chat: to.clone(),
             from: self.identity.peer_id().to_string(),
             text: text.to_owned(),
             hlc,
@@ -65,7 +61,7 @@ impl Actor {
         };
         let entry = OutboxEntry {
             id,
-            to: to.to_owned(),
+            to,
             created_ms: hlc.ms,
             expires_ms: ttl_expiry(now, self.ttl_ms),
         };
@@ -204,7 +200,7 @@ impl Actor {
             body,
         };
         crypto::seal(self.identity.msg_secret(), &card.msg_key, &payload.encode())
-            .map_err(|e| NodeError::InvalidArgument(e.to_string()))
+            .map_err(|e| NodeError::Crypto(format!("sealing message {id}: {e}")))
     }
 
     pub(super) fn on_dm_response(
@@ -547,7 +543,7 @@ impl Actor {
     fn known_contact(&self, peer: &PeerId) -> NodeResult<Contact> {
         self.store
             .contact(&peer.to_string())?
-            .ok_or_else(|| NodeError::NotFound(format!("{peer} is not a contact")))
+            .ok_or(NodeError::NotAContact(*peer))
     }
 
     pub(super) fn safety_number(&self, peer: &PeerId) -> NodeResult<String> {
@@ -575,7 +571,7 @@ impl Actor {
                 chats.push(ChatInfo {
                     name,
                     request: false,
-                    kind: "group",
+                    kind: ChatKind::Group,
                     unread: meta.unread,
                     last: meta.last.as_ref().map(MessageInfo::from),
                     id,
@@ -594,7 +590,7 @@ impl Actor {
                     .as_ref()
                     .map_or_else(|| id.clone(), |c| c.display_name().to_owned()),
                 request: contact.is_some_and(|c| c.state == ContactState::Request),
-                kind: "direct",
+                kind: ChatKind::Direct,
                 unread: meta.unread,
                 last: meta.last.as_ref().map(MessageInfo::from),
                 id,
@@ -605,7 +601,7 @@ impl Actor {
             chats.push(ChatInfo {
                 name,
                 request: false,
-                kind: "group",
+                kind: ChatKind::Group,
                 unread: 0,
                 last: None,
                 id,

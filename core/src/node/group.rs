@@ -74,8 +74,7 @@ enum Received {
 
 impl Groups {
     pub(super) fn new(identity: &Identity) -> NodeResult<Self> {
-        let signing =
-            signing_key_of(identity).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let signing = signing_key_of(identity).map_err(|e| NodeError::Crypto(e.to_string()))?;
         Ok(Self {
             map: BTreeMap::new(),
             topics: BTreeMap::new(),
@@ -97,8 +96,16 @@ impl Groups {
     }
 }
 
-fn refused(e: SessionError) -> NodeError {
-    NodeError::InvalidArgument(e.to_string())
+/// What a refused group command tells the caller.
+fn refused(id: &GroupId, e: SessionError) -> NodeError {
+    match e {
+        SessionError::NotAMember => NodeError::NotAMember(*id),
+        SessionError::NotInGroup(peer) => {
+            NodeError::NotFound(format!("{peer} is not in the group"))
+        }
+        SessionError::Crypto(why) => NodeError::Crypto(why),
+        other => NodeError::InvalidArgument(other.to_string()),
+    }
 }
 
 impl Actor {
@@ -309,7 +316,7 @@ impl Actor {
     }
 
     /// `group_create`: a new group with us and `members` (contacts), who get an invite.
-    pub(super) fn group_create(&mut self, name: &str, members: &[String]) -> NodeResult<GroupId> {
+    pub(super) fn group_create(&mut self, name: &str, members: &[PeerId]) -> NodeResult<GroupId> {
         identity::check_name(name).map_err(|_| {
             NodeError::InvalidArgument("the group name is empty or too long".into())
         })?;
@@ -329,7 +336,10 @@ impl Actor {
             random: &mut self.groups.random,
         };
         let (session, out) =
-            GroupSession::create(&mut ctx, name, &self.card, &cards).map_err(refused)?;
+            GroupSession::create(&mut ctx, name, &self.card, &cards).map_err(|e| match e {
+                SessionError::Crypto(why) => NodeError::Crypto(why),
+                other => NodeError::InvalidArgument(other.to_string()),
+            })?;
         let id = session.id();
         self.groups.map.insert(id, session);
         self.groups.list_dirty = true;
@@ -344,14 +354,14 @@ impl Actor {
     }
 
     /// `group_add`: adds a contact to a group we are in; they get an invite.
-    pub(super) fn group_add(&mut self, id: &GroupId, member: &str) -> NodeResult<()> {
+    pub(super) fn group_add(&mut self, id: &GroupId, member: &PeerId) -> NodeResult<()> {
         let card = self.contact_card(member)?;
         // Refused before anything is written if the invite could not be sent.
         self.invite_items(id, &card.identity)?;
         let added = self
             .with_session(id, |s, ctx, out| s.add(ctx, &card, out))
-            .ok_or_else(|| no_group(id))?
-            .map_err(refused)?;
+            .ok_or(NodeError::NoSuchGroup(*id))?
+            .map_err(|e| refused(id, e))?;
         self.commit_groups()?;
         if added {
             self.invite(id, &card)?;
@@ -361,22 +371,13 @@ impl Actor {
     }
 
     /// `group_remove` / `group_leave`: a membership op that makes the others rotate.
-    pub(super) fn group_remove(&mut self, id: &GroupId, member: Option<&str>) -> NodeResult<()> {
-        let result = match member {
-            Some(peer) => {
-                let peer: PeerId = peer.parse().map_err(|_| {
-                    NodeError::InvalidArgument(format!("{peer:?} is not a peer id"))
-                })?;
-                self.with_session(id, |s, ctx, out| s.remove(ctx, &peer, out))
-            }
+    pub(super) fn group_remove(&mut self, id: &GroupId, member: Option<&PeerId>) -> NodeResult<()> {
+        match member {
+            Some(peer) => self.with_session(id, |s, ctx, out| s.remove(ctx, peer, out)),
             None => self.with_session(id, |s, ctx, out| s.leave(ctx, out)),
-        };
-        match result.ok_or_else(|| no_group(id))? {
-            Err(SessionError::NotInGroup(peer)) => {
-                Err(NodeError::NotFound(format!("{peer} is not in the group")))
-            }
-            other => other.map_err(refused),
-        }?;
+        }
+        .ok_or(NodeError::NoSuchGroup(*id))?
+        .map_err(|e| refused(id, e))?;
         self.commit_groups()
     }
 
@@ -392,13 +393,13 @@ impl Actor {
                 wire::MAX_TEXT_BYTES
             )));
         }
-        let message_id = MessageId::random()
-            .map_err(|e| NodeError::InvalidArgument(format!("no randomness: {e}")))?;
+        let message_id =
+            MessageId::random().map_err(|e| NodeError::Internal(format!("no randomness: {e}")))?;
         let hlc = self.clock.tick(now_ms());
         let item = self
             .with_session(id, |s, ctx, out| s.send(ctx, message_id, hlc, text, out))
-            .ok_or_else(|| no_group(id))?
-            .map_err(refused)?;
+            .ok_or(NodeError::NoSuchGroup(*id))?
+            .map_err(|e| refused(id, e))?;
         // The advanced chain first: a message key must never be used twice, even if we
         // crash half-way (sled makes a prefix of its writes durable).
         if let Some(session) = self.groups.map.get_mut(id)
@@ -473,8 +474,8 @@ impl Actor {
     /// direct outbox, so it reaches them even when they are offline (via their mailbox).
     fn invite(&mut self, id: &GroupId, card: &ContactCard) -> NodeResult<()> {
         let items = self.invite_items(id, &card.identity)?;
-        let control = MessageId::random()
-            .map_err(|e| NodeError::InvalidArgument(format!("no randomness: {e}")))?;
+        let control =
+            MessageId::random().map_err(|e| NodeError::Internal(format!("no randomness: {e}")))?;
         self.store
             .put_control(&control, &Body::GroupInvite(items))?;
         let now = now_ms();
@@ -627,12 +628,10 @@ impl Actor {
     }
 
     /// The card of contact `peer` (to invite them).
-    fn contact_card(&self, peer: &str) -> NodeResult<ContactCard> {
-        match self.store.contact(peer)? {
+    fn contact_card(&self, peer: &PeerId) -> NodeResult<ContactCard> {
+        match self.store.contact(&peer.to_string())? {
             Some(c) if c.state == ContactState::Accepted => Ok(c.card),
-            _ => Err(NodeError::NotFound(format!(
-                "{peer} is not a contact; add them with their contact code first"
-            ))),
+            _ => Err(NodeError::NotAContact(*peer)),
         }
     }
 
@@ -647,7 +646,7 @@ impl Actor {
 
     /// `group_members`: peer ids of the current members.
     pub(super) fn group_members(&self, id: &GroupId) -> NodeResult<Vec<String>> {
-        let session = self.groups.map.get(id).ok_or_else(|| no_group(id))?;
+        let session = self.groups.map.get(id).ok_or(NodeError::NoSuchGroup(*id))?;
         Ok(session
             .member_peers()
             .iter()
@@ -686,8 +685,4 @@ impl Actor {
             _ => false,
         }
     }
-}
-
-fn no_group(id: &GroupId) -> NodeError {
-    NodeError::NotFound(format!("no group {}", id.to_hex()))
 }

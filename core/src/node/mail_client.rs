@@ -183,9 +183,9 @@ impl Actor {
                 connected: self.is_online(peer),
                 reserved: self.reach.is_reserved(peer),
                 mailbox: match self.mail.fetched.get(peer) {
-                    Some(true) => "ok",
-                    Some(false) => "failed",
-                    None => "unknown",
+                    Some(true) => super::MailboxState::Ok,
+                    Some(false) => super::MailboxState::Failed,
+                    None => super::MailboxState::Unknown,
                 },
             })
             .collect()

@@ -24,12 +24,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use types::{
-    ChatInfo, ContactInfo, IdentityInfo, MessageInfo, NearbyPeer, PeerInfo, RelayInfo,
+    ChatInfo, ChatKind, ContactInfo, IdentityInfo, MailboxState, MessageInfo, NearbyPeer, PeerInfo,
+    RelayInfo,
 };
 
+use crate::crypto::group::GroupId;
 use crate::event::{EVENT_CAPACITY, EventStream};
 use crate::identity::{Identity, IdentityError};
-use crate::model::MessageId;
+use crate::model::{ChatId, MessageId};
 use crate::net::NetError;
 use crate::store::{SledConfig, SledStore, StoreError};
 
@@ -112,6 +114,23 @@ pub enum NodeError {
     /// A peer, chat or message is unknown.
     #[error("{0}")]
     NotFound(String),
+    /// The peer is not in our contacts, so we hold no key to write to them.
+    #[error("{0} is not a contact; add them with their contact code first")]
+    NotAContact(PeerId),
+    /// We are in no group with this id (never joined, or a typo).
+    #[error("no group {}; the chats list shows the groups you are in", .0.to_hex())]
+    NoSuchGroup(GroupId),
+    /// We were in this group but left or were removed: we can read it, not change it.
+    #[error("you are not a member of this group any more")]
+    NotAMember(GroupId),
+    /// Sealing or opening failed on our side (a key or the cipher refused): not the
+    /// caller's fault, and retrying will not help.
+    #[error("encryption failed: {0}")]
+    Crypto(String),
+    /// A failure inside the node that no parameter causes: encoding our own data,
+    /// no randomness from the operating system.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Dialling failed.
     #[error("could not connect to {addr}: {detail}")]
     Dial {
@@ -162,34 +181,35 @@ pub(crate) enum Command {
     SafetyNumber(PeerId, Reply<String>),
     ContactVerify(PeerId, Reply<()>),
     Send {
-        to: String,
+        to: ChatId,
         text: String,
         reply: Reply<MessageId>,
     },
     Chats(Reply<Vec<ChatInfo>>),
     Messages {
-        chat: String,
+        chat: ChatId,
         limit: usize,
         before: Option<MessageId>,
         reply: Reply<Vec<MessageInfo>>,
     },
-    MarkRead(String, Reply<()>),
+    MarkRead(ChatId, Reply<()>),
     GroupCreate {
         name: String,
-        members: Vec<String>,
-        reply: Reply<String>,
+        members: Vec<PeerId>,
+        reply: Reply<GroupId>,
     },
     GroupAdd {
-        group: String,
-        member: String,
+        group: GroupId,
+        member: PeerId,
         reply: Reply<()>,
     },
     GroupRemove {
-        group: String,
-        member: Option<String>,
+        group: GroupId,
+        /// `None`: we leave.
+        member: Option<PeerId>,
         reply: Reply<()>,
     },
-    GroupMembers(String, Reply<Vec<String>>),
+    GroupMembers(GroupId, Reply<Vec<String>>),
     Shutdown(Reply<()>),
 }
 
@@ -374,10 +394,12 @@ impl Node {
         self.ask(|r| Command::ContactVerify(peer, r)).await
     }
 
-    /// Queues a text for a contact. Returns once it is durably in the outbox.
+    /// Queues a text for a contact or a group (`to`: a peer id or a group id). Returns once
+    /// it is durably in the outbox (or, for a group, stored and published).
     pub async fn send(&self, to: &str, text: &str) -> NodeResult<MessageId> {
+        let to = parse_chat(to)?;
         self.ask(|reply| Command::Send {
-            to: to.to_owned(),
+            to,
             text: text.to_owned(),
             reply,
         })
@@ -396,6 +418,7 @@ impl Node {
         limit: Option<usize>,
         before: Option<&str>,
     ) -> NodeResult<Vec<MessageInfo>> {
+        let chat = parse_chat(chat)?;
         let before = before
             .map(|b| {
                 MessageId::from_hex(b).ok_or_else(|| {
@@ -405,7 +428,7 @@ impl Node {
             .transpose()?;
         let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         self.ask(|reply| Command::Messages {
-            chat: chat.to_owned(),
+            chat,
             limit,
             before,
             reply,
@@ -415,24 +438,33 @@ impl Node {
 
     /// Marks every message of a chat read.
     pub async fn mark_read(&self, chat: &str) -> NodeResult<()> {
-        self.ask(|r| Command::MarkRead(chat.to_owned(), r)).await
+        let chat = parse_chat(chat)?;
+        self.ask(|r| Command::MarkRead(chat, r)).await
     }
 
     /// Creates a group with us and `members` (contacts, who are invited); its id.
     pub async fn group_create(&self, name: &str, members: &[String]) -> NodeResult<String> {
-        self.ask(|reply| Command::GroupCreate {
-            name: name.to_owned(),
-            members: members.to_vec(),
-            reply,
-        })
-        .await
+        let members = members
+            .iter()
+            .map(|m| parse_peer(m))
+            .collect::<NodeResult<Vec<_>>>()?;
+        let id = self
+            .ask(|reply| Command::GroupCreate {
+                name: name.to_owned(),
+                members,
+                reply,
+            })
+            .await?;
+        Ok(id.to_hex())
     }
 
     /// Adds a contact to a group we are in (they are invited).
     pub async fn group_add(&self, group: &str, member: &str) -> NodeResult<()> {
+        let group = parse_group(group)?;
+        let member = parse_peer(member)?;
         self.ask(|reply| Command::GroupAdd {
-            group: group.to_owned(),
-            member: member.to_owned(),
+            group,
+            member,
             reply,
         })
         .await
@@ -440,9 +472,11 @@ impl Node {
 
     /// Removes a member from a group we are in; everyone else moves to new keys.
     pub async fn group_remove(&self, group: &str, member: &str) -> NodeResult<()> {
+        let group = parse_group(group)?;
+        let member = parse_peer(member)?;
         self.ask(|reply| Command::GroupRemove {
-            group: group.to_owned(),
-            member: Some(member.to_owned()),
+            group,
+            member: Some(member),
             reply,
         })
         .await
@@ -450,8 +484,9 @@ impl Node {
 
     /// Leaves a group; the others move to new keys.
     pub async fn group_leave(&self, group: &str) -> NodeResult<()> {
+        let group = parse_group(group)?;
         self.ask(|reply| Command::GroupRemove {
-            group: group.to_owned(),
+            group,
             member: None,
             reply,
         })
@@ -460,8 +495,8 @@ impl Node {
 
     /// A group's current members (peer ids).
     pub async fn group_members(&self, group: &str) -> NodeResult<Vec<String>> {
-        self.ask(|reply| Command::GroupMembers(group.to_owned(), reply))
-            .await
+        let group = parse_group(group)?;
+        self.ask(|reply| Command::GroupMembers(group, reply)).await
     }
 
     /// Flushes the store, closes every connection and stops the actor. Idempotent.
@@ -482,6 +517,17 @@ fn parse_peer(peer: &str) -> NodeResult<PeerId> {
     peer.parse().map_err(|_| {
         NodeError::InvalidArgument(format!("{peer:?} is not a peer id (expected 12D3Koo…)"))
     })
+}
+
+fn parse_group(group: &str) -> NodeResult<GroupId> {
+    GroupId::from_hex(group).ok_or_else(|| {
+        NodeError::InvalidArgument(format!("{group:?} is not a group id (64 hex digits)"))
+    })
+}
+
+fn parse_chat(chat: &str) -> NodeResult<ChatId> {
+    chat.parse()
+        .map_err(|e: crate::model::BadChatId| NodeError::InvalidArgument(e.to_string()))
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

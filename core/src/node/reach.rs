@@ -23,7 +23,7 @@ use libp2p::{Multiaddr, PeerId, autonat, dcutr, relay};
 use super::actor::Actor;
 use super::mail_client::relay_addrs;
 use super::{NodeError, Reply, now_ms};
-use crate::event::Event;
+use crate::event::{Event, Reachability};
 use crate::identity::{AddrRecord, MAX_RECORD_ADDRS};
 
 /// First wait before retrying a lost reservation; doubles up to [`MAX_RESERVE_BACKOFF_MS`].
@@ -46,8 +46,8 @@ const MAX_WAITERS: usize = 16;
 /// What AutoNAT last told us.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Nat {
-    /// `"public"`, `"private"` or `"unknown"`.
-    pub(super) status: &'static str,
+    /// Public, private or not yet known.
+    pub(super) status: Reachability,
     /// The address confirmed reachable, when public.
     pub(super) addr: Option<Multiaddr>,
 }
@@ -92,7 +92,7 @@ impl Reach {
         Self {
             relay_role,
             nat: Nat {
-                status: "unknown",
+                status: Reachability::Unknown,
                 addr: None,
             },
             ..Self::default()
@@ -270,11 +270,11 @@ impl Actor {
             return;
         };
         let (status, addr) = match new {
-            autonat::NatStatus::Public(addr) => ("public", Some(addr)),
-            autonat::NatStatus::Private => ("private", None),
-            autonat::NatStatus::Unknown => ("unknown", None),
+            autonat::NatStatus::Public(addr) => (Reachability::Public, Some(addr)),
+            autonat::NatStatus::Private => (Reachability::Private, None),
+            autonat::NatStatus::Unknown => (Reachability::Unknown, None),
         };
-        tracing::info!(status, ?addr, "reachability");
+        tracing::info!(?status, ?addr, "reachability");
         self.reach.nat = Nat {
             status,
             addr: addr.clone(),

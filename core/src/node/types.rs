@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::event::Via;
-use crate::model::StoredMessage;
+use crate::event::{Reachability, Via};
+use crate::model::{MessageStatus, StoredMessage};
 
 /// `identity`: who this node is and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -19,7 +19,7 @@ pub struct IdentityInfo {
     pub addrs: Vec<String>,
     /// Whether others can dial us, as AutoNAT sees it: `"public"`, `"private"` (behind NAT,
     /// reachable through relays) or `"unknown"` (not yet probed).
-    pub reachability: &'static str,
+    pub reachability: Reachability,
 }
 
 /// `peers`: one connected peer.
@@ -49,7 +49,19 @@ pub struct RelayInfo {
     pub reserved: bool,
     /// Our mailbox there: `"ok"` after a successful fetch, `"failed"` if the last fetch
     /// was refused or failed, `"unknown"` before the first.
-    pub mailbox: &'static str,
+    pub mailbox: MailboxState,
+}
+
+/// How our last fetch from a relay's mailbox went (`relays`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailboxState {
+    /// The last fetch succeeded: mail held there for us reaches us.
+    Ok,
+    /// The last fetch was refused or failed.
+    Failed,
+    /// No fetch has finished yet.
+    Unknown,
 }
 
 /// `nearby`: a LAN peer found by mDNS that told us its card.
@@ -82,7 +94,7 @@ pub struct ChatInfo {
     /// The chat id (a peer id for direct chats).
     pub id: String,
     /// `"direct"` or `"group"`.
-    pub kind: &'static str,
+    pub kind: ChatKind,
     /// The name to show.
     pub name: String,
     /// Incoming messages not yet marked read.
@@ -91,6 +103,16 @@ pub struct ChatInfo {
     pub last: Option<MessageInfo>,
     /// The other side is not a contact yet: their messages form a contact request.
     pub request: bool,
+}
+
+/// Whether a chat is with one peer or a group (`chats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatKind {
+    /// A chat with one peer; its id is their peer id.
+    Direct,
+    /// A group chat; its id is the group id.
+    Group,
 }
 
 /// A message as the API shows it.
@@ -107,7 +129,7 @@ pub struct MessageInfo {
     /// Author's creation time, Unix milliseconds.
     pub sent_at: u64,
     /// `pending`, `sent`, `delivered`, `read` or `failed`.
-    pub status: &'static str,
+    pub status: MessageStatus,
 }
 
 impl From<&StoredMessage> for MessageInfo {
@@ -118,7 +140,59 @@ impl From<&StoredMessage> for MessageInfo {
             from: m.from.clone(),
             text: m.text.clone(),
             sent_at: m.hlc.ms,
-            status: m.status.as_str(),
+            status: m.status,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn json_of(value: impl Serialize) -> Value {
+        serde_json::to_value(value).unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn the_enums_serialise_to_the_strings_the_api_always_had() {
+        assert_eq!(json_of(ChatKind::Direct), json!("direct"));
+        assert_eq!(json_of(ChatKind::Group), json!("group"));
+        assert_eq!(json_of(Reachability::Public), json!("public"));
+        assert_eq!(json_of(Reachability::Private), json!("private"));
+        assert_eq!(json_of(Reachability::Unknown), json!("unknown"));
+        assert_eq!(json_of(MailboxState::Ok), json!("ok"));
+        assert_eq!(json_of(MailboxState::Failed), json!("failed"));
+        assert_eq!(json_of(MailboxState::Unknown), json!("unknown"));
+    }
+
+    #[test]
+    fn a_chat_serialises_as_before() {
+        let message = MessageInfo {
+            id: "01".repeat(32),
+            chat: "12D3KooWchat".into(),
+            from: "12D3KooWfrom".into(),
+            text: "hi".into(),
+            sent_at: 5,
+            status: MessageStatus::Read,
+        };
+        let chat = ChatInfo {
+            id: "12D3KooWchat".into(),
+            kind: ChatKind::Direct,
+            name: "Jun".into(),
+            unread: 1,
+            last: Some(message),
+            request: false,
+        };
+        assert_eq!(
+            json_of(chat),
+            json!({
+                "id": "12D3KooWchat", "kind": "direct", "name": "Jun", "unread": 1,
+                "last": {"id": "01".repeat(32), "chat": "12D3KooWchat", "from": "12D3KooWfrom",
+                         "text": "hi", "sent_at": 5, "status": "read"},
+                "request": false,
+            })
+        );
     }
 }

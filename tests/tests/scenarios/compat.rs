@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bonghwa_core::node::MessageInfo;
+use bonghwa_core::node::{ChatKind, MessageInfo};
 use bonghwa_core::store::{SledConfig, SledStore, Store};
 use bonghwa_core::wire::Body;
 use bonghwa_core::{Config, Multiaddr, Node, PeerId};
@@ -35,7 +35,7 @@ const BOB_PORT: u16 = 36973;
 fn view(messages: &[MessageInfo]) -> Vec<(&str, &str)> {
     messages
         .iter()
-        .map(|m| (m.text.as_str(), m.status))
+        .map(|m| (m.text.as_str(), m.status.as_str()))
         .collect()
 }
 
@@ -113,7 +113,13 @@ async fn datadir_v1_opens_unchanged() -> anyhow::Result<()> {
     let chats = alice.chats().await?;
     let list: Vec<(&str, &str, bool, u32)> = chats
         .iter()
-        .map(|c| (c.name.as_str(), c.kind, c.request, c.unread))
+        .map(|c| {
+            let kind = match c.kind {
+                ChatKind::Direct => "direct",
+                ChatKind::Group => "group",
+            };
+            (c.name.as_str(), kind, c.request, c.unread)
+        })
         .collect();
     assert_eq!(
         list,

@@ -22,7 +22,9 @@ async fn two_nodes_on_loopback_chat_both_ways() -> anyhow::Result<()> {
     assert_eq!(texts(&at_alice), texts(&at_bob));
     assert_eq!(at_alice.len(), 2);
     assert!(
-        at_alice.iter().all(|m| m.status == "delivered"),
+        at_alice
+            .iter()
+            .all(|m| m.status == MessageStatus::Delivered),
         "{at_alice:?}"
     );
 
@@ -124,7 +126,11 @@ async fn bad_sends_are_refused_with_clear_errors() -> anyhow::Result<()> {
     let err = alice.node.send(&bob.peer_id(), "hi").await.unwrap_err();
     assert!(err.to_string().contains("not a contact"), "{err}");
     let err = alice.node.send("not-a-peer", "hi").await.unwrap_err();
-    assert!(err.to_string().contains("not a peer id"), "{err}");
+    let err = err.to_string();
+    assert!(
+        err.contains("is neither a peer id") && err.contains("nor a group id"),
+        "{err}"
+    );
     alice.node.contact_add(&bob.code().await?, None).await?;
     let err = alice.node.send(&bob.peer_id(), "   ").await.unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");

@@ -28,7 +28,7 @@ async fn offline_recipient_gets_message_exactly_once_when_back() -> anyhow::Resu
     let pending = alice.node.messages(&bob_id, None, None).await?;
     assert_eq!(
         pending.last().map(|m| (m.id.as_str(), m.status)),
-        Some((id.as_str(), "pending"))
+        Some((id.as_str(), MessageStatus::Pending))
     );
 
     let mut bob = bob.start().await?;
@@ -73,16 +73,16 @@ async fn restart_keeps_history_contacts_names_and_resumes_outbox() -> anyhow::Re
     assert_eq!(contacts[0].name, "bob");
     assert!(contacts[0].verified);
     let history = alice.node.messages(&bob_id, None, None).await?;
-    let view: Vec<(&str, &str)> = history
+    let view: Vec<(&str, MessageStatus)> = history
         .iter()
         .map(|m| (m.text.as_str(), m.status))
         .collect();
     assert_eq!(
         view,
         [
-            ("one", "delivered"),
-            ("two", "delivered"),
-            ("three, queued", "pending")
+            ("one", MessageStatus::Delivered),
+            ("two", MessageStatus::Delivered),
+            ("three, queued", MessageStatus::Pending)
         ]
     );
 

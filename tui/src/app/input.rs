@@ -1,6 +1,8 @@
 //! Keys and pastes: what each key does depends on the open panel, then on the focus.
 //! The table in `keys.rs` lists the same keys for the help panel.
 
+use bonghwa_core::node::ChatKind;
+
 use super::command::{self, Command};
 use super::{App, Composer, Effect, Focus, KeyCode, KeyEvent, KeyModifiers, Panel};
 
@@ -187,7 +189,7 @@ impl App {
         let open = self.open.as_ref()?;
         self.chats
             .iter()
-            .any(|c| &c.id == open && c.kind == "group")
+            .any(|c| &c.id == open && c.kind == ChatKind::Group)
             .then(|| open.clone())
     }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use bonghwa_core::Event;
+use bonghwa_core::model::MessageStatus;
 use bonghwa_core::node::MessageInfo;
 
 use super::{Action, App, Effect, Focus, HISTORY_PAGE, Op, Panel, WHEEL_LINES};
@@ -226,7 +227,7 @@ impl App {
                 if let Some(history) = self.histories.get_mut(&chat)
                     && let Some(m) = history.iter_mut().find(|m| m.id == id)
                 {
-                    m.status = status.as_str();
+                    m.status = status;
                     found = true;
                 }
                 if let Some(last) = self
@@ -235,7 +236,7 @@ impl App {
                     .filter_map(|c| c.last.as_mut())
                     .find(|m| m.id == id)
                 {
-                    last.status = status.as_str();
+                    last.status = status;
                 }
                 self.rebuild_list();
                 if !found && self.histories.contains_key(&chat) {
@@ -347,13 +348,13 @@ impl App {
 }
 
 /// How far along a delivery status is; statuses only move forward.
-fn status_rank(status: &str) -> u8 {
+/// (`Failed` ranks below `Delivered`: a late ack still moves a failed message on.)
+fn status_rank(status: MessageStatus) -> u8 {
     match status {
-        "pending" => 0,
-        "sent" => 1,
-        "failed" => 2,
-        "delivered" => 3,
-        "read" => 4,
-        _ => 0,
+        MessageStatus::Pending => 0,
+        MessageStatus::Sent => 1,
+        MessageStatus::Failed => 2,
+        MessageStatus::Delivered => 3,
+        MessageStatus::Read => 4,
     }
 }

@@ -1,6 +1,7 @@
 //! The open chat's history: day separators, `HH:MM name: text` rows wrapped to the width,
 //! and a delivery mark after each outgoing message.
 
+use bonghwa_core::model::MessageStatus;
 use bonghwa_core::node::MessageInfo;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -17,14 +18,13 @@ const INDENT: usize = 6;
 const NAME_COLUMNS: usize = 14;
 
 /// The mark after an outgoing message, and its colour.
-pub fn delivery_mark(status: &str) -> (&'static str, Color) {
+pub fn delivery_mark(status: MessageStatus) -> (&'static str, Color) {
     match status {
-        "pending" => ("…", Color::DarkGray),
-        "sent" => ("✓", Color::Gray),
-        "delivered" => ("✓✓", Color::Green),
-        "read" => ("✓✓ read", Color::Cyan),
-        "failed" => ("✗ failed", Color::Red),
-        _ => ("?", Color::DarkGray),
+        MessageStatus::Pending => ("…", Color::DarkGray),
+        MessageStatus::Sent => ("✓", Color::Gray),
+        MessageStatus::Delivered => ("✓✓", Color::Green),
+        MessageStatus::Read => ("✓✓ read", Color::Cyan),
+        MessageStatus::Failed => ("✗ failed", Color::Red),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The status bar: who we are, how connected, and what the node is doing.
 
-use bonghwa_core::event::Via;
+use bonghwa_core::event::{Reachability, Via};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -61,14 +61,17 @@ pub fn connectivity(app: &App) -> String {
 /// Whether others can reach us (AutoNAT's verdict, and relays holding a slot for us);
 /// empty while nothing is known.
 pub fn reach(app: &App, compact: bool) -> String {
-    let status = app.me.as_ref().map_or("unknown", |m| m.reachability);
+    let status = app
+        .me
+        .as_ref()
+        .map_or(Reachability::Unknown, |m| m.reachability);
     let slots = app.reserved_relays.len();
     let verdict = match (status, compact) {
-        ("public", false) => Some("reachable"),
-        ("private", false) => Some("behind NAT"),
-        ("public", true) => Some("pub"),
-        ("private", true) => Some("NAT"),
-        _ => None,
+        (Reachability::Public, false) => Some("reachable"),
+        (Reachability::Private, false) => Some("behind NAT"),
+        (Reachability::Public, true) => Some("pub"),
+        (Reachability::Private, true) => Some("NAT"),
+        (Reachability::Unknown, _) => None,
     };
     let mut out = String::new();
     if let Some(verdict) = verdict {

@@ -3,8 +3,9 @@
 #![allow(dead_code, missing_docs)]
 
 use bonghwa_cli::app::{Action, App, KeyCode, KeyEvent, KeyModifiers, Zone};
-use bonghwa_core::event::Via;
-use bonghwa_core::node::{ChatInfo, ContactInfo, IdentityInfo, MessageInfo};
+use bonghwa_core::event::{Reachability, Via};
+use bonghwa_core::model::MessageStatus;
+use bonghwa_core::node::{ChatInfo, ChatKind, ContactInfo, IdentityInfo, MessageInfo};
 use ratatui::buffer::Buffer;
 use unicode_width::UnicodeWidthStr;
 
@@ -22,7 +23,7 @@ pub(crate) fn message(
     from: &str,
     text: &str,
     at: u64,
-    status: &'static str,
+    status: MessageStatus,
 ) -> MessageInfo {
     MessageInfo {
         id: format!("{n:064x}"),
@@ -47,7 +48,7 @@ pub(crate) fn world(width: u16, height: u16) -> App {
         name: "지우".into(),
         contact_code: "BH1TESTCODE".into(),
         addrs: vec![],
-        reachability: "unknown",
+        reachability: Reachability::Unknown,
     }));
     app.update(Action::Contacts(vec![
         ContactInfo {
@@ -70,16 +71,23 @@ pub(crate) fn world(width: u16, height: u16) -> App {
             MINJI,
             "안녕! 오늘 회의 몇 시야?",
             MORNING,
-            "delivered",
+            MessageStatus::Delivered,
         ),
-        message(2, MINJI, ME, "3시에 봐요 🙂", MORNING + 60_000, "read"),
+        message(
+            2,
+            MINJI,
+            ME,
+            "3시에 봐요 🙂",
+            MORNING + 60_000,
+            MessageStatus::Read,
+        ),
         message(
             3,
             MINJI,
             MINJI,
             "카톡이 또 안 돼서 여기로 연락했어. 이 메시지는 조금 길어서 줄이 바뀌어야 해요.",
             MORNING + DAY,
-            "delivered",
+            MessageStatus::Delivered,
         ),
         message(
             4,
@@ -87,7 +95,7 @@ pub(crate) fn world(width: u16, height: u16) -> App {
             ME,
             "괜찮아요\nBonghwa works",
             MORNING + DAY + 120_000,
-            "delivered",
+            MessageStatus::Delivered,
         ),
         message(
             5,
@@ -95,13 +103,13 @@ pub(crate) fn world(width: u16, height: u16) -> App {
             ME,
             "곧 갈게요",
             MORNING + DAY + 180_000,
-            "pending",
+            MessageStatus::Pending,
         ),
     ];
     app.update(Action::Chats(vec![
         ChatInfo {
             id: MINJI.into(),
-            kind: "direct",
+            kind: ChatKind::Direct,
             name: "민지".into(),
             unread: 0,
             last: history.last().cloned(),
@@ -109,10 +117,17 @@ pub(crate) fn world(width: u16, height: u16) -> App {
         },
         ChatInfo {
             id: JUN.into(),
-            kind: "direct",
+            kind: ChatKind::Direct,
             name: "Jun".into(),
             unread: 2,
-            last: Some(message(9, JUN, JUN, "hey", MORNING, "delivered")),
+            last: Some(message(
+                9,
+                JUN,
+                JUN,
+                "hey",
+                MORNING,
+                MessageStatus::Delivered,
+            )),
             request: false,
         },
     ]));

@@ -13,7 +13,14 @@ fn with_request(stranger: &str) -> App {
         stranger,
         "Eve",
         1,
-        Some(message(9, stranger, stranger, "hi", 9_000, "delivered")),
+        Some(message(
+            9,
+            stranger,
+            stranger,
+            "hi",
+            9_000,
+            MessageStatus::Delivered,
+        )),
     );
     request.request = true;
     let mut chats = app.chats.clone();

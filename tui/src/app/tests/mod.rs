@@ -1,7 +1,9 @@
 //! `App::update`, one action at a time.
 
 use bonghwa_core::Event;
+use bonghwa_core::event::Reachability;
 use bonghwa_core::model::{Hlc, MessageId, MessageStatus, StoredMessage};
+use bonghwa_core::node::ChatKind;
 
 use super::*;
 
@@ -31,7 +33,7 @@ fn message(
     from: &str,
     text: &str,
     at: u64,
-    status: &'static str,
+    status: MessageStatus,
 ) -> MessageInfo {
     MessageInfo {
         id: format!("{n:064x}"),
@@ -58,7 +60,7 @@ fn stored(n: u8, chat: &str, from: &str, text: &str, at: u64) -> StoredMessage {
 fn chat(id: &str, name: &str, unread: u32, last: Option<MessageInfo>) -> ChatInfo {
     ChatInfo {
         id: id.into(),
-        kind: "direct",
+        kind: ChatKind::Direct,
         name: name.into(),
         unread,
         last,
@@ -83,7 +85,7 @@ fn started() -> App {
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
-        reachability: "unknown",
+        reachability: Reachability::Unknown,
     }));
     app.update(Action::Contacts(vec![
         contact(MINJI, "민지"),
@@ -94,13 +96,20 @@ fn started() -> App {
             JUN,
             "Jun",
             0,
-            Some(message(2, JUN, JUN, "yo", 2_000, "delivered")),
+            Some(message(2, JUN, JUN, "yo", 2_000, MessageStatus::Delivered)),
         ),
         chat(
             MINJI,
             "민지",
             2,
-            Some(message(1, MINJI, MINJI, "안녕", 1_000, "delivered")),
+            Some(message(
+                1,
+                MINJI,
+                MINJI,
+                "안녕",
+                1_000,
+                MessageStatus::Delivered,
+            )),
         ),
     ]));
     app
@@ -115,7 +124,7 @@ fn starting_loads_everything_and_shows_who_we_are() {
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
-        reachability: "unknown",
+        reachability: Reachability::Unknown,
     }));
     assert!(!app.activity.starting);
     assert_eq!(app.me.as_ref().map(|m| m.name.as_str()), Some("me"));
@@ -174,7 +183,7 @@ fn new_message_in_the_open_chat_is_shown_and_marked_read() {
     let mut app = started();
     app.update(Action::Messages {
         chat: JUN.into(),
-        messages: vec![message(2, JUN, JUN, "yo", 2_000, "delivered")],
+        messages: vec![message(2, JUN, JUN, "yo", 2_000, MessageStatus::Delivered)],
         older: false,
     });
     let effects = app.update(Action::Node(Event::MessageReceived {
@@ -207,7 +216,7 @@ fn a_duplicate_message_is_shown_once() {
 #[test]
 fn status_change_updates_the_mark_and_never_goes_back() {
     let mut app = started();
-    let mine = message(6, JUN, ME, "hi", 6_000, "pending");
+    let mine = message(6, JUN, ME, "hi", 6_000, MessageStatus::Pending);
     app.update(Action::Messages {
         chat: JUN.into(),
         messages: vec![mine.clone()],
@@ -218,14 +227,14 @@ fn status_change_updates_the_mark_and_never_goes_back() {
         chat: JUN.into(),
         status: MessageStatus::Delivered,
     }));
-    assert_eq!(app.open_history()[0].status, "delivered");
+    assert_eq!(app.open_history()[0].status, MessageStatus::Delivered);
     // A page loaded before the ack arrives late: it must not undo the event.
     app.update(Action::Messages {
         chat: JUN.into(),
         messages: vec![mine],
         older: false,
     });
-    assert_eq!(app.open_history()[0].status, "delivered");
+    assert_eq!(app.open_history()[0].status, MessageStatus::Delivered);
 }
 
 #[test]
@@ -327,7 +336,7 @@ fn sending_without_an_open_chat_is_a_readable_error() {
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
-        reachability: "unknown",
+        reachability: Reachability::Unknown,
     }));
     type_text(&mut app, "hello?");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
@@ -523,7 +532,7 @@ fn the_status_bar_says_whether_others_can_reach_us() {
         "nothing known yet"
     );
     app.update(Action::Node(Event::Reachability {
-        status: "private",
+        status: Reachability::Private,
         addr: None,
     }));
     app.update(Action::Node(Event::RelayReservation {
@@ -540,7 +549,7 @@ fn the_status_bar_says_whether_others_can_reach_us() {
         reserved: false,
     }));
     app.update(Action::Node(Event::Reachability {
-        status: "public",
+        status: Reachability::Public,
         addr: Some("/ip4/203.0.113.7/tcp/4001".into()),
     }));
     assert_eq!(crate::ui::status::reach(&app, false), " · reachable");
@@ -565,7 +574,16 @@ fn scrolling_is_clamped_and_asks_for_older_pages_at_the_top() {
         height: 20,
     });
     let page: Vec<MessageInfo> = (0..HISTORY_PAGE as u8)
-        .map(|n| message(n, JUN, JUN, "line", 1_000 + u64::from(n), "delivered"))
+        .map(|n| {
+            message(
+                n,
+                JUN,
+                JUN,
+                "line",
+                1_000 + u64::from(n),
+                MessageStatus::Delivered,
+            )
+        })
         .collect();
     app.update(Action::Messages {
         chat: JUN.into(),
@@ -617,7 +635,7 @@ fn group_commands_create_invite_and_leave() {
     });
     assert!(effects.contains(&Effect::LoadChats));
     let mut chats = vec![chat(&group, "가족", 0, None)];
-    chats[0].kind = "group";
+    chats[0].kind = ChatKind::Group;
     app.update(Action::Chats(chats));
     assert_eq!(app.open.as_deref(), Some(group.as_str()));
 
