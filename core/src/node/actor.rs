@@ -1,7 +1,7 @@
 //! The task that owns the `Swarm` and the store. It runs one `select!` loop over commands
 //! from handles, swarm events and the outbox's retry timer; nothing else touches either.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -13,10 +13,12 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::group::Groups;
 use super::group_sync::SyncState;
+use super::listen;
 use super::mail_client::{MailClient, relay_addrs};
+use super::peers::{self, Peers, PeersOut};
 use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
-use crate::event::{Event, Via};
+use crate::event::Event;
 use crate::identity::{self, ContactCard, Identity};
 use crate::model::{ChatId, ContactState, HlcClock, MessageId};
 use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
@@ -32,41 +34,14 @@ const MAX_EVENT_BATCH: usize = 64;
 const MAX_COMMAND_BATCH: usize = 256;
 /// How long a shutdown waits for deposits (messages, receipts) still on their way to a relay.
 const SHUTDOWN_GRACE_MS: u64 = 10_000;
-/// LAN peers remembered from mDNS.
-const MAX_NEARBY: usize = 256;
-/// Addresses remembered per peer.
-const MAX_ADDRS_PER_PEER: usize = 8;
 /// Inbound dm requests a peer may send in a burst (each carries up to 64 envelopes).
 const DM_BURST: u32 = 4096;
 /// Inbound dm requests per second a peer may sustain.
 const DM_PER_SECOND: u32 = 2048;
 /// Peers whose request rate is tracked.
 const MAX_RATE_PEERS: usize = 4096;
-/// Peers in the address book.
-const MAX_ADDR_BOOK_PEERS: usize = 4096;
-/// Bad frames or envelopes a peer may send before we hang up on it.
-const MAX_STRIKES: u32 = 16;
 /// Clock skew we accept from a sender before ignoring its timestamp for our clock.
 pub(super) const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
-
-/// A LAN peer found by mDNS.
-#[derive(Debug, Default)]
-struct NearbyEntry {
-    card: Option<ContactCard>,
-    card_requested: bool,
-    /// Card requests that failed; a few are retried at once, then only when a connection
-    /// to the peer opens (mDNS does not report a known peer again).
-    card_failures: u32,
-}
-
-/// Failed card requests to a LAN peer retried at once.
-const CARD_RETRIES: u32 = 3;
-
-/// State of one connected peer.
-#[derive(Debug, Default)]
-struct Connected {
-    addrs: BTreeMap<ConnectionId, Multiaddr>,
-}
 
 pub(super) struct Actor {
     pub(super) swarm: Swarm<Behaviour>,
@@ -81,16 +56,10 @@ pub(super) struct Actor {
     commands: mpsc::Receiver<Command>,
     /// Outstanding dm requests: which messages each carries, to whom.
     pub(super) pending_dm: HashMap<OutboundRequestId, (PeerId, Vec<MessageId>)>,
-    pending_connect: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
-    connected: BTreeMap<PeerId, Connected>,
-    nearby: BTreeMap<PeerId, NearbyEntry>,
-    listen_addrs: BTreeSet<Multiaddr>,
-    strikes: HashMap<PeerId, u32>,
+    /// Address book, connections, LAN peers, strikes.
+    peers: Peers,
     /// Inbound dm requests per peer: a flood is answered with `Retry` and not processed.
     pub(super) inbound_rate: RateLimiter<PeerId>,
-    /// Where each peer was last reachable (identify, mDNS, our own dials, earlier runs).
-    /// Dials always offer these, so an address survives a failed dial attempt.
-    addr_book: BTreeMap<PeerId, Vec<Multiaddr>>,
     pub(super) bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
     /// The mailbox's bookkeeping, on relay nodes only.
@@ -149,78 +118,8 @@ impl Actor {
             relays.iter().map(|(_, addr)| addr.to_string()).collect(),
             now_ms(),
         );
-        let listen = if config.listen.is_empty() {
-            net::default_listen_addrs()
-        } else {
-            config.listen.clone()
-        };
-        // A port-0 address reuses the port it got last time, so contacts that remember
-        // our address can reach us again after a restart; if that port is taken, any port.
-        let mut listeners = HashMap::new();
-        for addr in listen {
-            let remembered = match store.listen_port(&addr) {
-                Ok(port) => port,
-                // A damaged record only costs the old port.
-                Err(e @ StoreError::Decode { .. }) => {
-                    tracing::warn!("{e:#}; listening on a new port");
-                    None
-                }
-                Err(e) => return Err(e.into()),
-            }
-            .and_then(|port| with_port(&addr, port));
-            let listen_err = |addr: &Multiaddr, e: &dyn std::fmt::Display| net::NetError::Listen {
-                addr: addr.clone(),
-                detail: e.to_string(),
-            };
-            let id = match remembered.map(|again| swarm.listen_on(again)) {
-                Some(Ok(id)) => id,
-                _ => swarm
-                    .listen_on(addr.clone())
-                    .map_err(|e| listen_err(&addr, &e))?,
-            };
-            listeners.insert(id, addr);
-        }
-        let mut listen_addrs = BTreeSet::new();
-        // Wait until each listener has an address, so `identity` is right from the start.
-        // Anything else that happens meanwhile (an mDNS discovery, an inbound connection)
-        // is kept and handled once the actor exists: mDNS reports a peer only once.
-        let mut early = Vec::new();
-        let deadline = tokio::time::Instant::now() + super::LISTEN_TIMEOUT;
-        while !listeners.is_empty() {
-            let event = match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
-                Ok(event) => event,
-                Err(_) => break,
-            };
-            match event {
-                SwarmEvent::NewListenAddr {
-                    listener_id,
-                    address,
-                } => {
-                    if let Some(configured) = listeners.remove(&listener_id)
-                        && let Some(port) = port_of(&address)
-                    {
-                        store.set_listen_port(&configured, port)?;
-                    }
-                    listen_addrs.insert(address);
-                }
-                SwarmEvent::ListenerClosed {
-                    listener_id,
-                    reason,
-                    addresses,
-                } => {
-                    let detail = match reason {
-                        Ok(()) => "closed".to_owned(),
-                        Err(e) => e.to_string(),
-                    };
-                    return Err(net::NetError::Listen {
-                        addr: addresses.first().cloned().unwrap_or(Multiaddr::empty()),
-                        detail: format!("listener {listener_id:?} {detail}"),
-                    }
-                    .into());
-                }
-                other => early.push(other),
-            }
-        }
+        let (listen_addrs, early) =
+            listen::open(&mut swarm, store.as_ref(), &config.listen).await?;
         // A relay tells its clients where it is reachable; without --external-addr, its own
         // listen addresses (a relay does not probe itself through its clients: see
         // `net::autonat_config`).
@@ -229,6 +128,7 @@ impl Actor {
                 swarm.add_external_address(addr.clone());
             }
         }
+        let me = identity.peer_id();
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
         let groups = Groups::new(&identity)?;
         let mut actor = Self {
@@ -243,13 +143,8 @@ impl Actor {
             events,
             commands,
             pending_dm: HashMap::new(),
-            pending_connect: HashMap::new(),
-            connected: BTreeMap::new(),
-            nearby: BTreeMap::new(),
-            listen_addrs,
-            strikes: HashMap::new(),
+            peers: Peers::new(me, listen_addrs),
             inbound_rate: RateLimiter::new(DM_BURST, DM_PER_SECOND, MAX_RATE_PEERS),
-            addr_book: BTreeMap::new(),
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
             mailbox: config.relay.map(Mailbox::new),
@@ -277,7 +172,7 @@ impl Actor {
             let Ok(peer) = contact.peer_id.parse::<PeerId>() else {
                 continue;
             };
-            for addr in self.known_addrs(&peer) {
+            for addr in Peers::remembered_addrs(&peer, self.store.as_ref()) {
                 self.learn_addr(peer, addr);
             }
             if contact.state == ContactState::Accepted {
@@ -445,14 +340,14 @@ impl Actor {
             }
             Command::Connect(addr, reply) => self.connect(addr, reply),
             Command::Peers(reply) => {
-                let _ = reply.send(Ok(self.peers()));
+                let _ = reply.send(Ok(self.peers.list(self.store.as_ref())));
             }
             Command::Relays(reply) => {
                 let _ = reply.send(Ok(self.relays()));
             }
             Command::FindPeer(peer, reply) => self.find_peer(peer, reply),
             Command::Nearby(reply) => {
-                let _ = reply.send(Ok(self.nearby_list()));
+                let _ = reply.send(Ok(self.peers.nearby()));
             }
             Command::ContactAdd { code, name, reply } => {
                 let _ = reply.send(self.contact_add(&code, name));
@@ -535,8 +430,8 @@ impl Actor {
             name: self.name.clone(),
             contact_code: self.card.to_code(),
             addrs: self
-                .listen_addrs
-                .iter()
+                .peers
+                .listen_addrs()
                 .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
                 .collect(),
             reachability: self.reach.nat.status,
@@ -576,9 +471,7 @@ impl Actor {
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.pending_connect.insert(id, (addr, reply));
-            }
+            Ok(()) => self.peers.await_connection(id, (addr, reply)),
             Err(e) => {
                 let _ = reply.send(Err(NodeError::Dial {
                     addr: addr.to_string(),
@@ -588,78 +481,30 @@ impl Actor {
         }
     }
 
-    fn peers(&self) -> Vec<super::PeerInfo> {
-        self.connected
-            .iter()
-            .map(|(peer, c)| {
-                let relayed = c
-                    .addrs
-                    .values()
-                    .all(|a| a.iter().any(|p| matches!(p, Protocol::P2pCircuit)));
-                super::PeerInfo {
-                    peer_id: peer.to_string(),
-                    addrs: c.addrs.values().map(ToString::to_string).collect(),
-                    via: if relayed { Via::Relay } else { Via::Direct },
-                    name: self.peer_name(peer),
-                }
-            })
-            .collect()
-    }
-
-    fn peer_name(&self, peer: &PeerId) -> Option<String> {
-        if let Ok(Some(contact)) = self.store.contact(&peer.to_string()) {
-            return Some(contact.display_name().to_owned());
-        }
-        self.nearby
-            .get(peer)
-            .and_then(|n| n.card.as_ref())
-            .map(|c| c.name.clone())
-    }
-
-    fn nearby_list(&self) -> Vec<super::NearbyPeer> {
-        self.nearby
-            .iter()
-            .filter_map(|(peer, n)| {
-                let card = n.card.as_ref()?;
-                Some(super::NearbyPeer {
-                    peer_id: peer.to_string(),
-                    name: card.name.clone(),
-                    contact_code: card.to_code(),
-                })
-            })
-            .collect()
-    }
-
     pub(super) fn is_online(&self, peer: &PeerId) -> bool {
-        self.connected.contains_key(peer)
-    }
-
-    /// Addresses we remembered for `peer` in an earlier run.
-    fn known_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        match self.store.peer_addrs(peer) {
-            Ok(mut addrs) => {
-                addrs.truncate(MAX_ADDRS_PER_PEER);
-                addrs
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the addresses of {peer}: {e:#}");
-                Vec::new()
-            }
-        }
+        self.peers.is_connected(peer)
     }
 
     /// Remembers what identify told us about a new contact's addresses, if connected.
     pub(super) fn remember_current_addrs(&self, peer: &PeerId) {
-        if let Some(addrs) = self.addr_book.get(peer) {
-            self.remember_addrs(peer, addrs);
-        }
+        self.peers.remember_addrs(peer, self.store.as_ref());
     }
 
-    /// Remembers a contact's addresses for the next run.
-    fn remember_addrs(&self, peer: &PeerId, addrs: &[Multiaddr]) {
-        let kept = &addrs[..addrs.len().min(MAX_ADDRS_PER_PEER)];
-        if let Err(e) = self.store.set_peer_addrs(peer, kept) {
-            tracing::warn!("cannot remember addresses of {peer}: {e:#}");
+    fn apply_peers(&mut self, outs: Vec<PeersOut>) {
+        for out in outs {
+            match out {
+                PeersOut::AddAddress(peer, addr) => self.swarm.add_peer_address(peer, addr),
+                PeersOut::RequestCard(peer) => {
+                    self.swarm
+                        .behaviour_mut()
+                        .card
+                        .send_request(&peer, CardRequest);
+                }
+                PeersOut::Disconnect(peer) => {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                PeersOut::Emit(event) => self.emit(event),
+            }
         }
     }
 
@@ -682,7 +527,7 @@ impl Actor {
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");
-                self.listen_addrs.insert(address);
+                self.peers.listening(address);
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -693,36 +538,26 @@ impl Actor {
                 self.on_listener_closed(listener_id);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs.remove(&address);
+                self.peers.not_listening(&address);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
-                num_established,
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
-                if let Some((_, reply)) = self.pending_connect.remove(&connection_id) {
-                    let _ = reply.send(Ok(peer_id));
-                }
-                if endpoint.is_dialer() {
-                    self.learn_addr(peer_id, addr.clone());
-                }
-                let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
-                self.connected
-                    .entry(peer_id)
-                    .or_default()
-                    .addrs
-                    .insert(connection_id, addr);
-                self.card_on_connect(peer_id);
+                let mut outs = Vec::new();
+                let opened = self.peers.opened(
+                    peer_id,
+                    connection_id,
+                    addr,
+                    endpoint.is_dialer(),
+                    &mut outs,
+                );
+                self.apply_peers(outs);
                 self.reach_on_connect(peer_id, connection_id);
-                if num_established.get() == 1 {
-                    tracing::info!(%peer_id, "connected");
-                    self.emit(Event::PeerConnected {
-                        peer_id: peer_id.to_string(),
-                        via: if relayed { Via::Relay } else { Via::Direct },
-                    });
+                if opened {
                     let outputs = self
                         .outbox
                         .handle(outbox::Input::PeerUp(peer_id.to_string()), now_ms());
@@ -733,18 +568,12 @@ impl Actor {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
-                num_established,
                 ..
             } => {
-                if let Some(c) = self.connected.get_mut(&peer_id) {
-                    c.addrs.remove(&connection_id);
-                }
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    tracing::info!(%peer_id, "disconnected");
-                    self.emit(Event::PeerDisconnected {
-                        peer_id: peer_id.to_string(),
-                    });
+                let mut outs = Vec::new();
+                let last = self.peers.closed(peer_id, connection_id, &mut outs);
+                self.apply_peers(outs);
+                if last {
                     let outputs = self
                         .outbox
                         .handle(outbox::Input::PeerDown(peer_id.to_string()), now_ms());
@@ -756,12 +585,7 @@ impl Actor {
                 peer_id,
                 error,
             } => {
-                if let Some((addr, reply)) = self.pending_connect.remove(&connection_id) {
-                    let _ = reply.send(Err(NodeError::Dial {
-                        addr: addr.to_string(),
-                        detail: error.to_string(),
-                    }));
-                } else {
+                if !self.peers.dial_failed(connection_id, &error.to_string()) {
                     tracing::debug!(?peer_id, "dial failed: {error}");
                 }
                 self.reach_on_dial_failure(connection_id);
@@ -799,7 +623,7 @@ impl Actor {
             .listen_addrs
             .into_iter()
             .filter(|a| !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
-            .take(MAX_ADDRS_PER_PEER)
+            .take(peers::MAX_ADDRS_PER_PEER)
             .collect();
         for addr in &addrs {
             self.learn_addr(peer_id, addr.clone());
@@ -815,25 +639,11 @@ impl Actor {
     }
 
     fn on_mdns_event(&mut self, event: mdns::Event) {
+        let mut outs = Vec::new();
         match event {
             mdns::Event::Discovered(found) => {
                 for (peer, addr) in found {
-                    if peer == self.identity.peer_id() {
-                        continue;
-                    }
-                    self.learn_addr(peer, addr);
-                    if !self.nearby.contains_key(&peer) {
-                        if self.nearby.len() >= MAX_NEARBY {
-                            continue;
-                        }
-                        self.nearby.insert(peer, NearbyEntry::default());
-                    }
-                    let Some(entry) = self.nearby.get_mut(&peer) else {
-                        continue;
-                    };
-                    if !entry.card_requested {
-                        self.request_card(peer);
-                    }
+                    self.peers.discovered(peer, addr, &mut outs);
                 }
             }
             mdns::Event::Expired(gone) => {
@@ -844,40 +654,17 @@ impl Actor {
                         .mdns
                         .as_ref()
                         .is_some_and(|m| m.discovered_nodes().any(|p| *p == peer));
-                    if !still_there {
-                        self.nearby.remove(&peer);
-                    }
+                    self.peers.expired(&peer, still_there);
                 }
             }
         }
-    }
-
-    /// Asks a LAN peer for its card (it shows in `nearby` once the card is in).
-    fn request_card(&mut self, peer: PeerId) {
-        if let Some(entry) = self.nearby.get_mut(&peer) {
-            entry.card_requested = true;
-            self.swarm
-                .behaviour_mut()
-                .card
-                .send_request(&peer, CardRequest);
-        }
-    }
-
-    /// A connection to a LAN peer whose card we lack: ask again.
-    fn card_on_connect(&mut self, peer: PeerId) {
-        let wanted = self
-            .nearby
-            .get(&peer)
-            .is_some_and(|e| e.card.is_none() && !e.card_requested);
-        if wanted {
-            self.request_card(peer);
-        }
+        self.apply_peers(outs);
     }
 
     fn on_card_event(&mut self, event: request_response::Event<CardRequest, ContactCard>) {
+        let mut outs = Vec::new();
         match event {
             request_response::Event::Message {
-                peer,
                 message: request_response::Message::Request { channel, .. },
                 ..
             } => {
@@ -886,49 +673,22 @@ impl Actor {
                     .behaviour_mut()
                     .card
                     .send_response(channel, self.card.clone());
-                let _ = peer;
             }
             request_response::Event::Message {
                 peer,
                 message: request_response::Message::Response { response, .. },
                 ..
-            } => {
-                if response.peer_id().ok() != Some(peer) {
-                    self.strike(peer, "card for another peer");
-                    return;
-                }
-                if let Some(entry) = self.nearby.get_mut(&peer) {
-                    let first = entry.card.is_none();
-                    entry.card = Some(response);
-                    // Announced once the peer is known to be a Bonghwa node with a name,
-                    // that is, once it appears in `nearby`.
-                    if first {
-                        self.emit(Event::PeerDiscovered {
-                            peer_id: peer.to_string(),
-                            source: "mdns",
-                        });
-                    }
-                }
-            }
+            } => self.peers.card_received(peer, response, &mut outs),
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "card request failed: {error}");
-                let retry = match self.nearby.get_mut(&peer) {
-                    Some(entry) => {
-                        entry.card_requested = false;
-                        entry.card_failures = entry.card_failures.saturating_add(1);
-                        entry.card.is_none() && entry.card_failures <= CARD_RETRIES
-                    }
-                    None => false,
-                };
-                if retry {
-                    self.request_card(peer);
-                }
+                self.peers.card_failed(peer, &mut outs);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "card request from peer failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+        self.apply_peers(outs);
     }
 
     fn on_dm_event(&mut self, event: request_response::Event<net::DmFrame, DmResponse>) {
@@ -1000,47 +760,35 @@ impl Actor {
 
     /// Counts misbehaviour; a peer that keeps sending garbage is disconnected.
     pub(super) fn strike(&mut self, peer: PeerId, why: &str) {
-        let strikes = self.strikes.entry(peer).or_insert(0);
-        *strikes += 1;
-        tracing::info!(%peer, strikes = *strikes, "{why}");
-        if *strikes >= MAX_STRIKES {
-            self.strikes.remove(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
-        if self.strikes.len() > 4096 {
-            self.strikes.clear();
-        }
+        let mut outs = Vec::new();
+        self.peers.strike(peer, why, &mut outs);
+        self.apply_peers(outs);
     }
 
-    /// Adds an address to the book (newest first, a few per peer, a bounded number of peers).
+    /// Adds an address to the book and the swarm.
     pub(super) fn learn_addr(&mut self, peer: PeerId, addr: Multiaddr) {
-        if !self.addr_book.contains_key(&peer) && self.addr_book.len() >= MAX_ADDR_BOOK_PEERS {
-            return;
-        }
-        let addrs = self.addr_book.entry(peer).or_default();
-        addrs.retain(|a| *a != addr);
-        addrs.insert(0, addr.clone());
-        addrs.truncate(MAX_ADDRS_PER_PEER);
-        self.swarm.add_peer_address(peer, addr);
+        let mut outs = Vec::new();
+        self.peers.learn_addr(peer, addr, &mut outs);
+        self.apply_peers(outs);
     }
 
     /// Peers we hold a connection to.
     pub(super) fn connected_peers(&self) -> Vec<PeerId> {
-        self.connected.keys().copied().collect()
+        self.peers.connected()
     }
 
     pub(super) fn is_connected(&self, peer: &PeerId) -> bool {
-        self.connected.contains_key(peer)
+        self.peers.is_connected(peer)
     }
 
     /// Every address we know for `peer`, newest first.
     pub(super) fn known_dial_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.addr_book.get(peer).cloned().unwrap_or_default()
+        self.peers.dial_addrs(peer)
     }
 
     /// Our listen addresses.
     pub(super) fn listen_addrs(&self) -> impl Iterator<Item = &Multiaddr> {
-        self.listen_addrs.iter()
+        self.peers.listen_addrs()
     }
 
     /// Answers `reply` when connection `id` (being dialled) opens or fails.
@@ -1049,7 +797,7 @@ impl Actor {
         id: ConnectionId,
         waiter: (Multiaddr, Reply<PeerId>),
     ) {
-        self.pending_connect.insert(id, waiter);
+        self.peers.await_connection(id, waiter);
     }
 
     /// Keeps a contact's connections open (or stops doing so).
@@ -1058,34 +806,6 @@ impl Actor {
             tracing::warn!(%peer, "keep-alive set is full");
         }
     }
-}
-
-/// `addr` with its port-0 TCP or UDP component set to `port`; `None` if it has no port 0.
-fn with_port(addr: &Multiaddr, port: u16) -> Option<Multiaddr> {
-    let mut changed = false;
-    let out = addr
-        .iter()
-        .map(|p| match p {
-            Protocol::Tcp(0) => {
-                changed = true;
-                Protocol::Tcp(port)
-            }
-            Protocol::Udp(0) => {
-                changed = true;
-                Protocol::Udp(port)
-            }
-            other => other,
-        })
-        .collect();
-    changed.then_some(out)
-}
-
-/// The TCP or UDP port of an address.
-fn port_of(addr: &Multiaddr) -> Option<u16> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Tcp(port) | Protocol::Udp(port) => Some(port),
-        _ => None,
-    })
 }
 
 fn default_name(peer: &PeerId) -> String {
