@@ -287,7 +287,7 @@ struct ChatParams {
     chat: String,
 }
 
-/// Every method DESIGN lists, in its order.
+/// Every method of the API, in its order.
 pub const METHODS: &[&str] = &[
     "identity",
     "set_name",

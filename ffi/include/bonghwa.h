@@ -3,7 +3,7 @@
  *
  * Seven functions. Everything else travels as JSON-RPC 2.0 text through bh_call (requests)
  * and bh_next_event (events): the methods and event kinds are those of `bonghwa rpc`
- * (DESIGN.md, "JSON-RPC"). New features arrive as new methods, not new symbols.
+ * (README.md, "The JSON-RPC in brief"). New features arrive as new methods, not new symbols.
  *
  * Ownership
  *   - Strings passed in are borrowed for the duration of the call and never kept.
@@ -76,7 +76,7 @@ bh_node *bh_node_open(const char *data_dir,
 
 // Handles one JSON-RPC 2.0 request (or a batch) and returns its response, e.g.
 // `{"jsonrpc":"2.0","id":1,"method":"send","params":{"to":"12D3Koo…","text":"hi"}}` →
-// `{"jsonrpc":"2.0","id":1,"result":{"id":"…"}}`. The methods are DESIGN's JSON-RPC table.
+// `{"jsonrpc":"2.0","id":1,"result":{"id":"…"}}`. The methods are listed in the repository's README.md, "The JSON-RPC in brief".
 //
 // - `node`: from `bh_node_open`. Borrowed.
 // - `request_json`: NUL-terminated request text. Borrowed for the duration of the call.
@@ -100,7 +100,7 @@ char *bh_call(bh_node *node,
               const char *request_json);
 
 // Waits for the node's next event and returns it as a JSON object such as
-// `{"kind":"message_received","chat":"12D3Koo…","message":{…}}` (DESIGN lists the kinds;
+// `{"kind":"message_received","chat":"12D3Koo…","message":{…}}` (README.md lists the kinds;
 // new kinds may appear, so ignore the ones you do not know). Events queue from
 // `bh_node_open` on; a reader that falls more than 1024 events behind gets
 // `{"kind":"lagged","missed":N}` and should re-read what it shows with `bh_call`.

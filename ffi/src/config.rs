@@ -1,6 +1,6 @@
 //! `config_json` → [`bonghwa_core::Config`].
 //!
-//! The keys mirror the CLI flags (DESIGN, "C ABI"): `name`, `listen`, `bootstrap`, `mdns`.
+//! The keys mirror the CLI flags (see ffi/README.md): `name`, `listen`, `bootstrap`, `mdns`.
 //! Every key is optional; an unknown key is an error so that a typo (`"mDNS"`) is not
 //! silently ignored on a phone where nobody reads the logs.
 

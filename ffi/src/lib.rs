@@ -1,4 +1,4 @@
-//! The C ABI of Bonghwa, for mobile shells (DESIGN, "C ABI"; header `include/bonghwa.h`).
+//! The C ABI of Bonghwa, for mobile shells (ffi/README.md; header `include/bonghwa.h`).
 //!
 //! Seven functions and one opaque type. Every feature travels as JSON-RPC through
 //! [`bh_call`] and [`bh_next_event`], the same protocol `bonghwa rpc` speaks, so this crate
@@ -108,7 +108,7 @@ pub unsafe extern "C" fn bh_node_open(
 
 /// Handles one JSON-RPC 2.0 request (or a batch) and returns its response, e.g.
 /// `{"jsonrpc":"2.0","id":1,"method":"send","params":{"to":"12D3Koo…","text":"hi"}}` →
-/// `{"jsonrpc":"2.0","id":1,"result":{"id":"…"}}`. The methods are DESIGN's JSON-RPC table.
+/// `{"jsonrpc":"2.0","id":1,"result":{"id":"…"}}`. The methods are listed in the repository's README.md, "The JSON-RPC in brief".
 ///
 /// - `node`: from `bh_node_open`. Borrowed.
 /// - `request_json`: NUL-terminated request text. Borrowed for the duration of the call.
@@ -140,7 +140,7 @@ pub unsafe extern "C" fn bh_call(node: *mut bh_node, request_json: *const c_char
 }
 
 /// Waits for the node's next event and returns it as a JSON object such as
-/// `{"kind":"message_received","chat":"12D3Koo…","message":{…}}` (DESIGN lists the kinds;
+/// `{"kind":"message_received","chat":"12D3Koo…","message":{…}}` (README.md lists the kinds;
 /// new kinds may appear, so ignore the ones you do not know). Events queue from
 /// `bh_node_open` on; a reader that falls more than 1024 events behind gets
 /// `{"kind":"lagged","missed":N}` and should re-read what it shows with `bh_call`.

@@ -1,4 +1,4 @@
-//! What the node's API returns. Each type serialises to the JSON shape DESIGN gives, so the
+//! What the node's API returns. Each type serialises to the JSON shape README.md documents, so the
 //! RPC layer, the FFI and the terminal UI all see the same thing.
 
 use serde::Serialize;
