@@ -5,28 +5,32 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
 use tokio::sync::{broadcast, mpsc};
 
-use super::group::Groups;
+use super::group::{GroupIo, GroupOut, Groups, Received};
 use super::group_sync::SyncState;
 use super::listen;
 use super::mail_client::{MailClient, relay_addrs};
 use super::peers::{self, Peers, PeersOut};
 use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
+use crate::crypto::group::{GroupId, topic_for};
 use crate::event::Event;
 use crate::identity::{self, ContactCard, Identity};
-use crate::model::{ChatId, ContactState, HlcClock, MessageId};
+use crate::model::{ChatId, ContactState, HlcClock, MessageId, MessageStatus};
 use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
+use crate::proto::group::session::Taken;
 use crate::proto::mailbox::Mailbox;
 use crate::proto::outbox::{self, Outbox};
 use crate::proto::rate::RateLimiter;
 use crate::store::{Store, StoreError};
 use crate::wire::DmResponse;
+use crate::wire::{Body, DmPayload};
 
 /// Swarm events handled in one round before group items are flushed once for all of them.
 const MAX_EVENT_BATCH: usize = 64;
@@ -130,7 +134,7 @@ impl Actor {
         }
         let me = identity.peer_id();
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
-        let groups = Groups::new(&identity)?;
+        let groups = Groups::new(&identity, ttl_ms)?;
         let mut actor = Self {
             swarm,
             store,
@@ -299,7 +303,9 @@ impl Actor {
                     text,
                     reply,
                 } => {
-                    let _ = reply.send(self.group_send(&id, &text));
+                    let result =
+                        self.with_groups(|groups, io, out| groups.send(io, &id, &text, out));
+                    let _ = reply.send(result);
                 }
                 Command::Send {
                     to: ChatId::Peer(peer),
@@ -383,24 +389,31 @@ impl Actor {
                 members,
                 reply,
             } => {
-                let _ = reply.send(self.group_create(&name, &members));
+                let card = self.card.clone();
+                let result = self
+                    .with_groups(|groups, io, out| groups.create(io, &card, &name, &members, out));
+                let _ = reply.send(result);
             }
             Command::GroupAdd {
                 group,
                 member,
                 reply,
             } => {
-                let _ = reply.send(self.group_add(&group, &member));
+                let result =
+                    self.with_groups(|groups, io, out| groups.add(io, &group, &member, out));
+                let _ = reply.send(result);
             }
             Command::GroupRemove {
                 group,
                 member,
                 reply,
             } => {
-                let _ = reply.send(self.group_remove(&group, member.as_ref()));
+                let result = self
+                    .with_groups(|groups, io, out| groups.remove(io, &group, member.as_ref(), out));
+                let _ = reply.send(result);
             }
             Command::GroupMembers(group, reply) => {
-                let _ = reply.send(self.group_members(&group));
+                let _ = reply.send(self.groups.members(&group));
             }
             Command::MarkRead(chat, reply) => {
                 let result = self.store.mark_read(&chat.to_string());
@@ -804,6 +817,171 @@ impl Actor {
     pub(super) fn keep(&mut self, peer: PeerId, keep: bool) {
         if !self.swarm.behaviour_mut().keep_alive.set_kept(peer, keep) {
             tracing::warn!(%peer, "keep-alive set is full");
+        }
+    }
+}
+
+/// Groups: the actor's side of [`Groups`] (it moves bytes, the sessions decide).
+impl Actor {
+    /// Runs `f` on the groups with the store and clock, then applies what they ask.
+    fn with_groups<T>(
+        &mut self,
+        f: impl FnOnce(&mut Groups, &mut GroupIo<'_>, &mut Vec<GroupOut>) -> T,
+    ) -> T {
+        let mut out = Vec::new();
+        let mut io = GroupIo {
+            store: self.store.as_ref(),
+            clock: &mut self.clock,
+            now: now_ms(),
+        };
+        let result = f(&mut self.groups, &mut io, &mut out);
+        self.apply_groups(out);
+        result
+    }
+
+    fn apply_groups(&mut self, outs: Vec<GroupOut>) {
+        for out in outs {
+            match out {
+                GroupOut::Subscribe(id) => {
+                    let topic = IdentTopic::new(topic_for(&id));
+                    self.groups.joined(id, topic.hash());
+                    if let Err(e) = self.subscribe_scored(topic) {
+                        tracing::warn!("cannot join the topic of group {}: {e}", id.to_hex());
+                    }
+                }
+                GroupOut::Unsubscribe(id) => {
+                    let topic = IdentTopic::new(topic_for(&id));
+                    self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+                }
+                GroupOut::Publish(id) => self.flush_unpublished(&id),
+                GroupOut::Emit(event) => self.emit(event),
+                GroupOut::Queue(entry) => {
+                    let outputs = self.outbox.handle(outbox::Input::Queued(entry), now_ms());
+                    self.apply_outbox(outputs);
+                }
+                GroupOut::Sync(id, peer) => self.start_sync(&id, peer),
+            }
+        }
+    }
+
+    /// Loads our groups at start and joins their topics.
+    fn restore_groups(&mut self) -> NodeResult<()> {
+        let mut out = Vec::new();
+        let restored = self.groups.restore(self.store.as_ref(), &mut out);
+        self.apply_groups(out);
+        restored
+    }
+
+    /// Ends a batch of group work (see [`Groups::commit`]).
+    pub(super) fn commit_groups(&mut self) -> NodeResult<()> {
+        let relayed = std::mem::take(&mut self.groups.dirty);
+        self.with_groups(|groups, io, out| groups.commit(io, relayed, out))
+    }
+
+    /// Joins a group topic with the group scoring (see [`net::group_topic_score`]).
+    pub(super) fn subscribe_scored(&mut self, topic: IdentTopic) -> Result<bool, String> {
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        gossipsub.set_topic_params(topic.clone(), net::group_topic_score())?;
+        gossipsub.subscribe(&topic).map_err(|e| e.to_string())
+    }
+
+    /// Publishes what waits for gossip in group `id`, oldest first, until gossipsub
+    /// refuses (nobody on the topic yet: tried again when a peer subscribes or at the next
+    /// tick).
+    pub(super) fn flush_unpublished(&mut self, id: &GroupId) {
+        let topic = IdentTopic::new(topic_for(id));
+        while let Some(bytes) = self.groups.next_unpublished(id).map(<[u8]>::to_vec) {
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(topic.clone(), bytes)
+            {
+                Ok(_) | Err(gossipsub::PublishError::Duplicate) => {
+                    if let Some(message) = self.groups.published(id) {
+                        self.update_status(&message, MessageStatus::Sent);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(group = %id.to_hex(), "not published yet: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Retries every group's unpublished items (at a tick).
+    pub(super) fn flush_all_unpublished(&mut self) {
+        for id in self.groups.waiting() {
+            self.flush_unpublished(&id);
+        }
+    }
+
+    /// One of our items reached a member by sync: our message is `sent` if it was pending.
+    pub(super) fn handed_over(&mut self, item_id: &MessageId) {
+        if let Some(message) = self.groups.handed_over(item_id) {
+            self.update_status(&message, MessageStatus::Sent);
+        }
+    }
+
+    /// Items from a sync peer: taken like gossip and made durable at once; how many were new.
+    pub(super) fn take_synced(&mut self, items: &[Vec<u8>]) -> usize {
+        self.with_groups(|groups, io, out| groups.take_synced(io, items, out))
+    }
+
+    /// Whether `payload` is a group invite: taken here, nothing to store in a chat.
+    pub(super) fn take_control(&mut self, from: &str, payload: &DmPayload) -> bool {
+        match &payload.body {
+            Body::GroupInvite(items) => {
+                self.with_groups(|groups, io, out| groups.take_invite(io, from, items, out));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Group chats for `chats`: (id, name).
+    pub(super) fn group_names(&self) -> Vec<(String, String)> {
+        self.groups.names()
+    }
+
+    fn on_gossip_event(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let known = self.groups.group_of(&message.topic).is_some();
+                let taken = known.then(|| {
+                    self.with_groups(|groups, io, out| groups.take_bytes(io, &message.data, out))
+                });
+                let acceptance = match taken {
+                    // A relay carrying a topic for its clients: it holds no keys and no
+                    // membership, so it forwards what is well formed and signed.
+                    None if self.groups.relayed.contains(&message.topic) => {
+                        self.relay_item(&message.topic, &message.data)
+                    }
+                    Some(Received::Taken(Taken::New)) => MessageAcceptance::Accept,
+                    Some(Received::Taken(Taken::Rejected(why))) => {
+                        tracing::info!(peer = %propagation_source, "group item rejected: {why}");
+                        MessageAcceptance::Reject
+                    }
+                    _ => MessageAcceptance::Ignore,
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            gossipsub::Event::Subscribed { topic, peer_id } => {
+                if let Some(id) = self.groups.group_of(&topic) {
+                    self.flush_unpublished(&id);
+                }
+                self.relay_topic(&topic, peer_id);
+            }
+            _ => {}
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::event::Event;
 use crate::identity::{self, ContactCard};
 use crate::model::{Contact, ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage};
 use crate::proto::outbox::{self, Output};
+use crate::store::Store;
 use crate::wire::{self, Ack, Body, DmPayload, DmRequest, DmResponse, Reject};
 
 /// Contact requests from strangers kept at most; more are asked to retry later.
@@ -121,7 +122,7 @@ impl Actor {
         if let Err(e) = self.store.outbox_remove(id) {
             tracing::warn!("cannot remove {id:?} from the outbox: {e:#}");
         }
-        self.forget_control(id);
+        forget_control(self.store.as_ref(), id);
         self.update_status(id, status);
     }
 
@@ -183,7 +184,7 @@ impl Actor {
     }
 
     pub(super) fn seal_for(&self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
-        let body = self.outgoing_body(id)?;
+        let body = outgoing_body(self.store.as_ref(), id)?;
         let hlc = match self.store.message(id)? {
             Some(message) => message.hlc,
             None => crate::model::Hlc {
@@ -654,4 +655,24 @@ enum Received {
     Receipt(MessageId),
     /// Could not store it now; ask the sender to retry.
     Busy,
+}
+
+/// A direct message body for the outbox: a stored chat text, or a control message (an
+/// invite) waiting in the outbox.
+fn outgoing_body(store: &dyn Store, id: &MessageId) -> NodeResult<Body> {
+    if let Some(message) = store.message(id)? {
+        return Ok(Body::Text(message.text));
+    }
+    store
+        .control(id)
+        .ok()
+        .flatten()
+        .ok_or_else(|| NodeError::NotFound(format!("message {id} is gone")))
+}
+
+/// A control message left the outbox: forget its body.
+fn forget_control(store: &dyn Store, id: &MessageId) {
+    if let Err(e) = store.remove_control(id) {
+        tracing::warn!("cannot forget control message {id}: {e:#}");
+    }
 }

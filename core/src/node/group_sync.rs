@@ -118,7 +118,7 @@ impl Actor {
         let relay = self.mail.relays.iter().any(|(r, _)| *r == peer);
         let shared: Vec<GroupId> = self
             .groups
-            .map
+            .sessions()
             .iter()
             .filter(|(_, g)| g.is_member(&me) && (relay || g.ever_member(&peer).is_some()))
             .map(|(id, _)| *id)
@@ -153,7 +153,7 @@ impl Actor {
     fn keep_group_links(&mut self, now: u64) {
         let me = self.identity.public_key();
         let mut wanted: BTreeSet<PeerId> = BTreeSet::new();
-        for group in self.groups.map.values() {
+        for group in self.groups.sessions().values() {
             if !group.is_member(&me) {
                 continue;
             }
@@ -189,7 +189,8 @@ impl Actor {
 
     /// When the next sync round is due (if we are in any group).
     pub(super) fn next_sync(&self) -> Option<u64> {
-        (!self.groups.map.is_empty()).then(|| self.sync.last_round.saturating_add(SYNC_INTERVAL_MS))
+        (!self.groups.sessions().is_empty())
+            .then(|| self.sync.last_round.saturating_add(SYNC_INTERVAL_MS))
     }
 
     pub(super) fn on_sync_event(
@@ -406,7 +407,7 @@ fn is_op(bytes: &[u8]) -> bool {
 impl Actor {
     fn sync_access(&self, group: &GroupId, peer: &PeerId) -> Access {
         let me = self.identity.public_key();
-        match self.groups.map.get(group) {
+        match self.groups.sessions().get(group) {
             Some(g) if g.is_member(&me) && g.current_member(peer).is_some() => Access::Member,
             Some(g) if g.is_member(&me) && g.ever_member(peer).is_some() => Access::Former,
             _ => Access::None,
