@@ -1,17 +1,18 @@
 //! The task that owns the `Swarm` and the store. It runs one `select!` loop over commands
 //! from handles, swarm events and the outbox's retry timer; nothing else touches either.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response;
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping};
 use tokio::sync::{broadcast, mpsc};
 
+use super::contacts;
+use super::direct::{self, Direct, DirectIo, DirectOut};
 use super::group::{GroupIo, GroupOut, Groups, Received};
 use super::group_sync::SyncState;
 use super::listen;
@@ -26,11 +27,9 @@ use crate::model::{ChatId, ContactState, HlcClock, MessageId, MessageStatus};
 use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
 use crate::proto::group::session::Taken;
 use crate::proto::mailbox::Mailbox;
-use crate::proto::outbox::{self, Outbox};
-use crate::proto::rate::RateLimiter;
+use crate::proto::outbox;
 use crate::store::{Store, StoreError};
-use crate::wire::DmResponse;
-use crate::wire::{Body, DmPayload};
+use crate::wire::{DmRequest, DmResponse};
 
 /// Swarm events handled in one round before group items are flushed once for all of them.
 const MAX_EVENT_BATCH: usize = 64;
@@ -38,15 +37,6 @@ const MAX_EVENT_BATCH: usize = 64;
 const MAX_COMMAND_BATCH: usize = 256;
 /// How long a shutdown waits for deposits (messages, receipts) still on their way to a relay.
 const SHUTDOWN_GRACE_MS: u64 = 10_000;
-/// Inbound dm requests a peer may send in a burst (each carries up to 64 envelopes).
-const DM_BURST: u32 = 4096;
-/// Inbound dm requests per second a peer may sustain.
-const DM_PER_SECOND: u32 = 2048;
-/// Peers whose request rate is tracked.
-const MAX_RATE_PEERS: usize = 4096;
-/// Clock skew we accept from a sender before ignoring its timestamp for our clock.
-pub(super) const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
-
 pub(super) struct Actor {
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) store: Box<dyn Store>,
@@ -54,16 +44,12 @@ pub(super) struct Actor {
     pub(super) name: String,
     pub(super) card: ContactCard,
     pub(super) clock: HlcClock,
-    pub(super) outbox: Outbox,
-    pub(super) ttl_ms: u64,
+    /// Direct messages: the outbox and the requests in flight.
+    pub(super) direct: Direct,
     pub(super) events: broadcast::Sender<Event>,
     commands: mpsc::Receiver<Command>,
-    /// Outstanding dm requests: which messages each carries, to whom.
-    pub(super) pending_dm: HashMap<OutboundRequestId, (PeerId, Vec<MessageId>)>,
     /// Address book, connections, LAN peers, strikes.
-    peers: Peers,
-    /// Inbound dm requests per peer: a flood is answered with `Retry` and not processed.
-    pub(super) inbound_rate: RateLimiter<PeerId>,
+    pub(super) peers: Peers,
     pub(super) bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
     /// The mailbox's bookkeeping, on relay nodes only.
@@ -122,8 +108,15 @@ impl Actor {
             relays.iter().map(|(_, addr)| addr.to_string()).collect(),
             now_ms(),
         );
-        let (listen_addrs, early) =
-            listen::open(&mut swarm, store.as_ref(), &config.listen).await?;
+        let listeners = listen::open(&mut swarm, store.as_ref(), &config.listen)?;
+        let listen::Listening {
+            addrs: listen_addrs,
+            early,
+            ports,
+        } = listen::wait(&mut swarm, listeners).await?;
+        for (configured, port) in &ports {
+            store.set_listen_port(configured, *port)?;
+        }
         // A relay tells its clients where it is reachable; without --external-addr, its own
         // listen addresses (a relay does not probe itself through its clients: see
         // `net::autonat_config`).
@@ -142,13 +135,10 @@ impl Actor {
             name,
             card,
             clock: HlcClock::default(),
-            outbox: Outbox::new(seed()),
-            ttl_ms,
+            direct: Direct::new(ttl_ms, seed()),
             events,
             commands,
-            pending_dm: HashMap::new(),
             peers: Peers::new(me, listen_addrs),
-            inbound_rate: RateLimiter::new(DM_BURST, DM_PER_SECOND, MAX_RATE_PEERS),
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
             mailbox: config.relay.map(Mailbox::new),
@@ -203,10 +193,9 @@ impl Actor {
                     counter: 0,
                 },
                 now,
-                MAX_SKEW_MS,
+                direct::MAX_SKEW_MS,
             );
-            let outputs = self.outbox.handle(outbox::Input::Queued(entry), now);
-            self.apply_outbox(outputs);
+            self.outbox_input(outbox::Input::Queued(entry));
         }
         self.start_reach(self.dial_on_start);
         Ok(())
@@ -228,7 +217,7 @@ impl Actor {
                 break;
             }
             let wake = [
-                self.outbox.next_wakeup(),
+                self.direct.next_wakeup(),
                 self.mailbox.as_ref().and_then(Mailbox::next_expiry),
                 self.stopping.as_ref().map(|(_, deadline)| *deadline),
                 self.reach.next_wakeup(),
@@ -272,8 +261,7 @@ impl Actor {
                 }
                 event = self.courier.select_next_some() => self.on_courier_event(event),
                 () = sleep => {
-                    let outputs = self.outbox.handle(outbox::Input::Tick, now_ms());
-                    self.apply_outbox(outputs);
+                    self.outbox_input(outbox::Input::Tick);
                     self.expire_mail();
                     self.reach_tick();
                     self.sync_tick();
@@ -311,7 +299,7 @@ impl Actor {
                     to: ChatId::Peer(peer),
                     text,
                     reply,
-                } => match self.prepare_send(peer, &text) {
+                } => match self.with_direct(|direct, io, _| direct.prepare_send(io, peer, &text)) {
                     Ok(prepared) => sends.push((prepared, reply)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -322,7 +310,7 @@ impl Actor {
             }
         }
         if !sends.is_empty() {
-            self.commit_sends(sends);
+            self.with_direct(|direct, io, out| direct.commit_sends(io, sends, out));
         }
         if let Some(reply) = shutdown {
             match self.stopping.take() {
@@ -359,7 +347,9 @@ impl Actor {
                 let _ = reply.send(self.contact_add(&code, name));
             }
             Command::Contacts(reply) => {
-                let _ = reply.send(self.contacts());
+                let peers = &self.peers;
+                let result = contacts::list(self.store.as_ref(), |p| peers.is_connected(p));
+                let _ = reply.send(result);
             }
             Command::ContactAccept(peer, reply) => {
                 let _ = reply.send(self.contact_decide(&peer, ContactState::Accepted));
@@ -368,13 +358,15 @@ impl Actor {
                 let _ = reply.send(self.contact_decide(&peer, ContactState::Refused));
             }
             Command::SafetyNumber(peer, reply) => {
-                let _ = reply.send(self.safety_number(&peer));
+                let result = contacts::safety_number(self.store.as_ref(), &self.identity, &peer);
+                let _ = reply.send(result);
             }
             Command::ContactVerify(peer, reply) => {
-                let _ = reply.send(self.contact_verify(&peer));
+                let _ = reply.send(contacts::verify(self.store.as_ref(), &peer));
             }
             Command::Chats(reply) => {
-                let _ = reply.send(self.chats());
+                let result = contacts::chats(self.store.as_ref(), self.groups.names());
+                let _ = reply.send(result);
             }
             Command::Messages {
                 chat,
@@ -382,7 +374,9 @@ impl Actor {
                 before,
                 reply,
             } => {
-                let _ = reply.send(self.messages(&chat.to_string(), limit, before));
+                let result =
+                    contacts::messages(self.store.as_ref(), &chat.to_string(), limit, before);
+                let _ = reply.send(result);
             }
             Command::GroupCreate {
                 name,
@@ -571,10 +565,7 @@ impl Actor {
                 self.apply_peers(outs);
                 self.reach_on_connect(peer_id, connection_id);
                 if opened {
-                    let outputs = self
-                        .outbox
-                        .handle(outbox::Input::PeerUp(peer_id.to_string()), now_ms());
-                    self.apply_outbox(outputs);
+                    self.outbox_input(outbox::Input::PeerUp(peer_id.to_string()));
                     self.sync_on_connect(peer_id);
                 }
             }
@@ -587,10 +578,7 @@ impl Actor {
                 let last = self.peers.closed(peer_id, connection_id, &mut outs);
                 self.apply_peers(outs);
                 if last {
-                    let outputs = self
-                        .outbox
-                        .handle(outbox::Input::PeerDown(peer_id.to_string()), now_ms());
-                    self.apply_outbox(outputs);
+                    self.outbox_input(outbox::Input::PeerDown(peer_id.to_string()));
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -715,13 +703,15 @@ impl Actor {
                 ..
             } => {
                 let response = match request {
-                    Ok(request) if !self.inbound_rate.allow(&peer, now_ms()) => {
+                    Ok(request) if !self.peers.allow(&peer, now_ms()) => {
                         tracing::info!(%peer, "dm requests over the rate limit; asking to retry");
                         DmResponse {
                             acks: vec![crate::wire::Ack::Retry; request.envelopes.len()],
                         }
                     }
-                    Ok(request) => self.receive_envelopes(peer, request),
+                    Ok(request) => DmResponse {
+                        acks: self.store_envelopes(Some(peer), &request.envelopes),
+                    },
                     Err(why) => {
                         self.strike(peer, &format!("malformed dm frame: {why}"));
                         DmResponse { acks: Vec::new() }
@@ -745,7 +735,9 @@ impl Actor {
                         response,
                     },
                 ..
-            } => self.on_dm_response(peer, request_id, response),
+            } => self.with_direct(|direct, io, out| {
+                direct.on_response(io, peer, request_id, response, out);
+            }),
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -753,13 +745,7 @@ impl Actor {
                 ..
             } => {
                 tracing::debug!(%peer, "dm request failed: {error}");
-                if let Some((_, ids)) = self.pending_dm.remove(&request_id) {
-                    let now = now_ms();
-                    for id in ids {
-                        let outputs = self.outbox.handle(outbox::Input::Failed(id), now);
-                        self.apply_outbox(outputs);
-                    }
-                }
+                self.with_direct(|direct, io, out| direct.on_failure(io, request_id, out));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::info!(%peer, "bad dm request: {error}");
@@ -856,8 +842,7 @@ impl Actor {
                 GroupOut::Publish(id) => self.flush_unpublished(&id),
                 GroupOut::Emit(event) => self.emit(event),
                 GroupOut::Queue(entry) => {
-                    let outputs = self.outbox.handle(outbox::Input::Queued(entry), now_ms());
-                    self.apply_outbox(outputs);
+                    self.outbox_input(outbox::Input::Queued(entry));
                 }
                 GroupOut::Sync(id, peer) => self.start_sync(&id, peer),
             }
@@ -929,22 +914,6 @@ impl Actor {
         self.with_groups(|groups, io, out| groups.take_synced(io, items, out))
     }
 
-    /// Whether `payload` is a group invite: taken here, nothing to store in a chat.
-    pub(super) fn take_control(&mut self, from: &str, payload: &DmPayload) -> bool {
-        match &payload.body {
-            Body::GroupInvite(items) => {
-                self.with_groups(|groups, io, out| groups.take_invite(io, from, items, out));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Group chats for `chats`: (id, name).
-    pub(super) fn group_names(&self) -> Vec<(String, String)> {
-        self.groups.names()
-    }
-
     fn on_gossip_event(&mut self, event: gossipsub::Event) {
         match event {
             gossipsub::Event::Message {
@@ -986,6 +955,124 @@ impl Actor {
     }
 }
 
+/// Direct messages and contacts: the actor's side of [`Direct`] and `contacts`.
+impl Actor {
+    /// Runs `f` on the direct-message owner with the store, identity and clock, then
+    /// applies what it asks.
+    fn with_direct<T>(
+        &mut self,
+        f: impl FnOnce(&mut Direct, &mut DirectIo<'_>, &mut Vec<DirectOut>) -> T,
+    ) -> T {
+        let mut out = Vec::new();
+        let mut io = DirectIo {
+            store: self.store.as_ref(),
+            identity: &self.identity,
+            card: &self.card,
+            clock: &mut self.clock,
+            now: now_ms(),
+        };
+        let result = f(&mut self.direct, &mut io, &mut out);
+        self.apply_direct(out);
+        result
+    }
+
+    fn apply_direct(&mut self, outs: Vec<DirectOut>) {
+        for out in outs {
+            match out {
+                DirectOut::Transmit {
+                    peer,
+                    envelopes,
+                    ids,
+                } => {
+                    let request = self
+                        .swarm
+                        .behaviour_mut()
+                        .dm
+                        .send_request(&peer, Ok(DmRequest { envelopes }));
+                    self.direct.sent(request, peer, ids);
+                }
+                DirectOut::Reach(peer) => {
+                    if let Ok(peer_id) = peer.parse() {
+                        self.dial_peer(peer_id);
+                    }
+                    // Not connected: meanwhile, leave the messages at its mailboxes.
+                    self.deposit_for(&peer);
+                }
+                DirectOut::Receipt { to, card, envelope } => {
+                    if self.peers.is_connected(&to) {
+                        // Not tracked: its answer needs no action.
+                        self.swarm.behaviour_mut().dm.send_request(
+                            &to,
+                            Ok(DmRequest {
+                                envelopes: vec![envelope],
+                            }),
+                        );
+                    } else {
+                        self.deposit_receipt(&card, &to.to_string(), envelope);
+                    }
+                }
+                DirectOut::Invite { from, items } => {
+                    self.with_groups(|groups, io, out| groups.take_invite(io, &from, &items, out));
+                }
+                DirectOut::Strike(peer) => self.strike(peer, "bad envelope"),
+                DirectOut::Emit(event) => self.emit(event),
+            }
+        }
+    }
+
+    /// Feeds the outbox and carries out what it decides.
+    pub(super) fn outbox_input(&mut self, input: outbox::Input) {
+        self.with_direct(|direct, io, out| direct.handle(io, input, out));
+    }
+
+    /// Opens, checks, dedups and stores envelopes (see [`Direct::store_envelopes`]); what
+    /// they cause (an invite taken, receipts) is done before the acks are returned.
+    pub(super) fn store_envelopes(
+        &mut self,
+        sender: Option<PeerId>,
+        envelopes: &[Vec<u8>],
+    ) -> Vec<crate::wire::Ack> {
+        self.with_direct(|direct, io, out| direct.store_envelopes(io, sender, envelopes, out))
+    }
+
+    /// Seals one of our messages for the owner of `card` (a mailbox deposit).
+    pub(super) fn seal_for(&mut self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
+        self.with_direct(|_, io, _| direct::seal(io, card, id))
+    }
+
+    /// Sets a message's status and announces it.
+    pub(super) fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
+        if let Some(event) = direct::update_status(self.store.as_ref(), id, status) {
+            self.emit(event);
+        }
+    }
+
+    /// `contact_add`: stored and flushed; then its connections are kept and it is dialled.
+    fn contact_add(&mut self, code: &str, alias: Option<String>) -> NodeResult<PeerId> {
+        let peer = contacts::add(self.store.as_ref(), &self.identity.peer_id(), code, alias)?;
+        self.remember_current_addrs(&peer);
+        self.store.flush()?;
+        self.keep(peer, true);
+        if !self.is_online(&peer) {
+            self.dial_peer(peer);
+        }
+        Ok(peer)
+    }
+
+    /// Accepts or refuses a pending request.
+    fn contact_decide(&mut self, peer: &PeerId, state: ContactState) -> NodeResult<()> {
+        if !contacts::decide(self.store.as_ref(), peer, state)? {
+            return Ok(());
+        }
+        if state == ContactState::Accepted {
+            self.remember_current_addrs(peer);
+        }
+        self.store.flush()?;
+        self.keep(*peer, state == ContactState::Accepted);
+        Ok(())
+    }
+}
+
 fn default_name(peer: &PeerId) -> String {
     let text = peer.to_string();
     let tail = &text[text.len().saturating_sub(6)..];
@@ -999,9 +1086,4 @@ fn seed() -> u64 {
         return now_ms();
     }
     u64::from_le_bytes(bytes)
-}
-
-/// Makes the outbox reachable from direct.rs without exposing Actor's fields twice.
-pub(super) fn ttl_expiry(created_ms: u64, ttl_ms: u64) -> u64 {
-    created_ms.saturating_add(ttl_ms)
 }

@@ -1,20 +1,67 @@
-//! Direct messages and contacts: sending through the outbox, receiving with
-//! open → dedup → persist → flush → ack → event, and the contact-book queries.
+//! Direct messages: sending through the outbox, receiving with
+//! open → dedup → persist → flush → ack → event.
+//!
+//! `Direct` owns the outbox (`proto::outbox`, the retry machine) and the dm requests in
+//! flight. It reads and writes the store itself (messages, statuses, contact requests) and
+//! says what the network should do as [`DirectOut`], which the actor carries out.
+
+use std::collections::{BTreeMap, HashMap};
 
 use libp2p::PeerId;
+use libp2p::request_response::OutboundRequestId;
 
-use super::actor::{Actor, ttl_expiry};
-use super::{ChatInfo, ChatKind, ContactInfo, MessageInfo, NodeError, NodeResult, Reply, now_ms};
+use super::{NodeError, NodeResult, Reply};
 use crate::crypto;
 use crate::event::Event;
-use crate::identity::{self, ContactCard};
-use crate::model::{Contact, ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage};
-use crate::proto::outbox::{self, Output};
-use crate::store::Store;
-use crate::wire::{self, Ack, Body, DmPayload, DmRequest, DmResponse, Reject};
+use crate::identity::{ContactCard, Identity};
+use crate::model::{
+    Contact, ContactState, Hlc, HlcClock, MessageId, MessageStatus, OutboxEntry, StoredMessage,
+};
+use crate::proto::outbox::{Input, Outbox, Output};
+use crate::store::{Store, StoreError};
+use crate::wire::{self, Ack, Body, DmPayload, DmResponse, Reject};
 
 /// Contact requests from strangers kept at most; more are asked to retry later.
 const MAX_REQUESTS: usize = 256;
+/// Clock skew we accept from a sender before ignoring its timestamp for our clock.
+pub(super) const MAX_SKEW_MS: u64 = 10 * 60 * 1000;
+
+/// What a direct-message call may use: the store, who we are, the clock, the time.
+pub(super) struct DirectIo<'a> {
+    pub(super) store: &'a dyn Store,
+    pub(super) identity: &'a Identity,
+    /// Our card, carried in every payload.
+    pub(super) card: &'a ContactCard,
+    pub(super) clock: &'a mut HlcClock,
+    pub(super) now: u64,
+}
+
+/// What `Direct` asks the actor to do.
+#[derive(Debug)]
+pub(super) enum DirectOut {
+    /// Send these envelopes to `peer` in one request; tell [`Direct::sent`] its id.
+    Transmit {
+        peer: PeerId,
+        envelopes: Vec<Vec<u8>>,
+        ids: Vec<MessageId>,
+    },
+    /// The outbox must reach this contact: dial it, and meanwhile leave its messages at
+    /// its mailboxes.
+    Reach(String),
+    /// A receipt for `to` (mail of theirs we fetched): directly if connected, else
+    /// through the relays of `card`.
+    Receipt {
+        to: PeerId,
+        card: ContactCard,
+        envelope: Vec<u8>,
+    },
+    /// A group invite from contact `from`.
+    Invite { from: String, items: Vec<Vec<u8>> },
+    /// `peer` handed us a bad envelope.
+    Strike(PeerId),
+    /// Announce to subscribers (the store already holds what it reports).
+    Emit(Event),
+}
 
 /// A send that is written to the store but not yet flushed.
 pub(super) struct PreparedSend {
@@ -22,16 +69,69 @@ pub(super) struct PreparedSend {
     entry: OutboxEntry,
 }
 
-impl Actor {
+/// The outbox and the requests in flight.
+pub(super) struct Direct {
+    outbox: Outbox,
+    /// Outstanding dm requests: which messages each carries, to whom.
+    in_flight: HashMap<OutboundRequestId, (PeerId, Vec<MessageId>)>,
+    /// How long a message waits for delivery.
+    ttl_ms: u64,
+}
+
+impl Direct {
+    /// An empty outbox (`seed` jitters its backoff; it need not be secret).
+    pub(super) fn new(ttl_ms: u64, seed: u64) -> Self {
+        Self {
+            outbox: Outbox::new(seed),
+            in_flight: HashMap::new(),
+            ttl_ms,
+        }
+    }
+
+    /// The outbox, read-only (the mail client asks what is still unsent).
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// When the outbox must be woken for a retry or an expiry.
+    pub(super) fn next_wakeup(&self) -> Option<u64> {
+        self.outbox.next_wakeup()
+    }
+
+    /// Feeds the outbox and carries out what it decides.
+    pub(super) fn handle(&mut self, io: &mut DirectIo<'_>, input: Input, out: &mut Vec<DirectOut>) {
+        let mut queue = self.outbox.handle(input, io.now);
+        while !queue.is_empty() {
+            let mut next = Vec::new();
+            for output in queue {
+                match output {
+                    Output::Transmit { peer, ids } => self.transmit(io, &peer, ids, &mut next, out),
+                    Output::Dial { peer } => out.push(DirectOut::Reach(peer)),
+                    Output::Delivered(id) => finish(io, &id, MessageStatus::Delivered, out),
+                    Output::Refused(id) | Output::Expired(id) => {
+                        finish(io, &id, MessageStatus::Failed, out);
+                    }
+                }
+            }
+            queue = next;
+        }
+    }
+
     /// Validates a send and writes the message and its outbox entry (not yet flushed).
-    pub(super) fn prepare_send(&mut self, peer: PeerId, text: &str) -> NodeResult<PreparedSend> {
-        if peer == self.identity.peer_id() {
+    pub(super) fn prepare_send(
+        &self,
+        io: &mut DirectIo<'_>,
+        peer: PeerId,
+        text: &str,
+    ) -> NodeResult<PreparedSend> {
+        let me = io.identity.peer_id();
+        if peer == me {
             return Err(NodeError::InvalidArgument(
                 "you cannot send a message to yourself".into(),
             ));
         }
         let to = peer.to_string();
-        if self.store.contact(&to)?.is_none() {
+        if io.store.contact(&to)?.is_none() {
             return Err(NodeError::NotAContact(peer));
         }
         if text.trim().is_empty() {
@@ -47,14 +147,13 @@ impl Actor {
         if !self.outbox.has_room() {
             return Err(NodeError::OutboxFull(self.outbox.len()));
         }
-        let now = now_ms();
         let id = MessageId::random()
             .map_err(|e| NodeError::Internal(format!("no randomness for a message id: {e}")))?;
-        let hlc = self.clock.tick(now);
+        let hlc = io.clock.tick(io.now);
         let message = StoredMessage {
             id,
             chat: to.clone(),
-            from: self.identity.peer_id().to_string(),
+            from: me.to_string(),
             text: text.to_owned(),
             hlc,
             status: MessageStatus::Pending,
@@ -64,92 +163,56 @@ impl Actor {
             id,
             to,
             created_ms: hlc.ms,
-            expires_ms: ttl_expiry(now, self.ttl_ms),
+            expires_ms: io.now.saturating_add(self.ttl_ms),
         };
-        self.store.insert_message(&message)?;
-        self.store.outbox_put(&entry)?;
+        io.store.insert_message(&message)?;
+        io.store.outbox_put(&entry)?;
         Ok(PreparedSend { id, entry })
     }
 
     /// Flushes once for a batch of sends, then answers them and hands them to the outbox.
-    pub(super) fn commit_sends(&mut self, sends: Vec<(PreparedSend, Reply<MessageId>)>) {
-        match self.store.flush() {
+    pub(super) fn commit_sends(
+        &mut self,
+        io: &mut DirectIo<'_>,
+        sends: Vec<(PreparedSend, Reply<MessageId>)>,
+        out: &mut Vec<DirectOut>,
+    ) {
+        match io.store.flush() {
             Ok(()) => {
-                let now = now_ms();
                 for (prepared, reply) in sends {
                     let _ = reply.send(Ok(prepared.id));
-                    let outputs = self
-                        .outbox
-                        .handle(outbox::Input::Queued(prepared.entry), now);
-                    self.apply_outbox(outputs);
+                    self.handle(io, Input::Queued(prepared.entry), out);
                 }
             }
             Err(e) => {
                 tracing::error!("cannot make messages durable: {e:#}");
                 for (prepared, reply) in sends {
                     // The caller is told it failed, so it must not go out later either.
-                    let _ = self.store.outbox_remove(&prepared.id);
-                    let _ = self.store.set_status(&prepared.id, MessageStatus::Failed);
-                    let _ = reply.send(Err(NodeError::Store(crate::store::StoreError::Io(
-                        e.to_string(),
-                    ))));
+                    let _ = io.store.outbox_remove(&prepared.id);
+                    let _ = io.store.set_status(&prepared.id, MessageStatus::Failed);
+                    let _ = reply.send(Err(NodeError::Store(StoreError::Io(e.to_string()))));
                 }
             }
         }
     }
 
-    /// Carries out what the outbox decided.
-    pub(super) fn apply_outbox(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            match output {
-                Output::Transmit { peer, ids } => self.transmit(&peer, ids),
-                Output::Dial { peer } => {
-                    if let Ok(peer_id) = peer.parse() {
-                        self.dial_peer(peer_id);
-                    }
-                    // Not connected: meanwhile, leave the messages at its mailboxes.
-                    self.deposit_for(&peer);
-                }
-                Output::Delivered(id) => self.finish_outgoing(&id, MessageStatus::Delivered),
-                Output::Refused(id) | Output::Expired(id) => {
-                    self.finish_outgoing(&id, MessageStatus::Failed);
-                }
-            }
-        }
-    }
-
-    fn finish_outgoing(&mut self, id: &MessageId, status: MessageStatus) {
-        if let Err(e) = self.store.outbox_remove(id) {
-            tracing::warn!("cannot remove {id:?} from the outbox: {e:#}");
-        }
-        forget_control(self.store.as_ref(), id);
-        self.update_status(id, status);
-    }
-
-    pub(super) fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
-        match self.store.set_status(id, status) {
-            Ok(Some(message)) => self.emit(Event::MessageStatus {
-                id: id.to_hex(),
-                chat: message.chat,
-                status,
-            }),
-            Ok(None) => {}
-            Err(e) => tracing::warn!("cannot update status of {id:?}: {e:#}"),
-        }
-    }
-
-    /// Seals the messages for `peer` and sends them in one request.
-    fn transmit(&mut self, peer: &str, ids: Vec<MessageId>) {
-        let now = now_ms();
+    /// Seals the messages for `peer` into one request.
+    fn transmit(
+        &mut self,
+        io: &mut DirectIo<'_>,
+        peer: &str,
+        ids: Vec<MessageId>,
+        next: &mut Vec<Output>,
+        out: &mut Vec<DirectOut>,
+    ) {
         let Ok(peer_id) = peer.parse::<PeerId>() else {
             return;
         };
-        let contact = match self.store.contact(peer) {
+        let contact = match io.store.contact(peer) {
             Ok(Some(contact)) => contact,
             _ => {
                 for id in ids {
-                    let outputs = self.outbox.handle(outbox::Input::Rejected(id), now);
-                    self.apply_outbox(outputs);
+                    next.extend(self.outbox.handle(Input::Rejected(id), io.now));
                 }
                 return;
             }
@@ -157,84 +220,74 @@ impl Actor {
         let mut envelopes = Vec::with_capacity(ids.len());
         let mut sent = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.seal_for(&contact.card, &id) {
+            match seal(io, &contact.card, &id) {
                 Ok(envelope) => {
                     envelopes.push(envelope);
                     sent.push(id);
                 }
                 Err(e) => {
                     tracing::warn!("cannot seal {id:?}: {e:#}");
-                    let outputs = self.outbox.handle(outbox::Input::Rejected(id), now);
-                    self.apply_outbox(outputs);
+                    next.extend(self.outbox.handle(Input::Rejected(id), io.now));
                 }
             }
         }
         if sent.is_empty() {
             return;
         }
-        let request_id = self
-            .swarm
-            .behaviour_mut()
-            .dm
-            .send_request(&peer_id, Ok(DmRequest { envelopes }));
         for id in &sent {
-            self.update_status(id, MessageStatus::Sent);
+            out.extend(update_status(io.store, id, MessageStatus::Sent).map(DirectOut::Emit));
         }
-        self.pending_dm.insert(request_id, (peer_id, sent));
+        out.push(DirectOut::Transmit {
+            peer: peer_id,
+            envelopes,
+            ids: sent,
+        });
     }
 
-    pub(super) fn seal_for(&self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
-        let body = outgoing_body(self.store.as_ref(), id)?;
-        let hlc = match self.store.message(id)? {
-            Some(message) => message.hlc,
-            None => crate::model::Hlc {
-                ms: now_ms(),
-                counter: 0,
-            },
-        };
-        let payload = DmPayload {
-            version: wire::PAYLOAD_VERSION,
-            id: *id,
-            hlc,
-            sender: self.card.clone(),
-            recipient: card.identity,
-            body,
-        };
-        crypto::seal(self.identity.msg_secret(), &card.msg_key, &payload.encode())
-            .map_err(|e| NodeError::Crypto(format!("sealing message {id}: {e}")))
+    /// The request carrying `ids` to `peer` is on its way as `request`.
+    pub(super) fn sent(&mut self, request: OutboundRequestId, peer: PeerId, ids: Vec<MessageId>) {
+        self.in_flight.insert(request, (peer, ids));
     }
 
-    pub(super) fn on_dm_response(
+    /// `peer` answered request `request`: one ack per envelope.
+    pub(super) fn on_response(
         &mut self,
+        io: &mut DirectIo<'_>,
         peer: PeerId,
-        request_id: libp2p::request_response::OutboundRequestId,
+        request: OutboundRequestId,
         response: DmResponse,
+        out: &mut Vec<DirectOut>,
     ) {
-        let Some((to, ids)) = self.pending_dm.remove(&request_id) else {
+        let Some((to, ids)) = self.in_flight.remove(&request) else {
             return;
         };
         if to != peer {
             return;
         }
-        let now = now_ms();
         for (i, id) in ids.into_iter().enumerate() {
             let input = match response.acks.get(i) {
-                Some(Ack::Stored(acked)) if *acked == id => outbox::Input::Acked(id),
+                Some(Ack::Stored(acked)) if *acked == id => Input::Acked(id),
                 Some(Ack::Rejected(reason)) => {
                     tracing::warn!(%peer, ?reason, "message {id:?} refused by the recipient");
-                    outbox::Input::Rejected(id)
+                    Input::Rejected(id)
                 }
-                _ => outbox::Input::Failed(id),
+                _ => Input::Failed(id),
             };
-            let outputs = self.outbox.handle(input, now);
-            self.apply_outbox(outputs);
+            self.handle(io, input, out);
         }
     }
 
-    /// Opens, checks, dedups and stores each envelope; flushes before answering.
-    pub(super) fn receive_envelopes(&mut self, peer: PeerId, request: DmRequest) -> DmResponse {
-        DmResponse {
-            acks: self.store_envelopes(Some(peer), &request.envelopes),
+    /// Request `request` failed (timeout, closed connection): its messages are retried.
+    pub(super) fn on_failure(
+        &mut self,
+        io: &mut DirectIo<'_>,
+        request: OutboundRequestId,
+        out: &mut Vec<DirectOut>,
+    ) {
+        if let Some((_, ids)) = self.in_flight.remove(&request) {
+            for id in ids {
+                self.handle(io, Input::Failed(id), out);
+            }
         }
     }
 
@@ -243,17 +296,18 @@ impl Actor {
     /// ones (`None` for mail fetched from a relay, which did not write it).
     pub(super) fn store_envelopes(
         &mut self,
+        io: &mut DirectIo<'_>,
         sender: Option<PeerId>,
         envelopes: &[Vec<u8>],
+        out: &mut Vec<DirectOut>,
     ) -> Vec<Ack> {
-        let now = now_ms();
         let mut acks = Vec::with_capacity(envelopes.len());
         let mut new_messages = Vec::new();
         let mut new_requests = Vec::new();
         // Mail fetched from a relay is acknowledged to its author with a receipt.
-        let mut receipts: std::collections::BTreeMap<String, Vec<MessageId>> = Default::default();
+        let mut receipts: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
         for envelope in envelopes {
-            let ack = match self.receive_one(envelope, now) {
+            let ack = match self.receive_one(io, envelope, out) {
                 Ok(Received::New(message, request)) => {
                     let id = message.id;
                     if sender.is_none() {
@@ -275,7 +329,7 @@ impl Actor {
                 Ok(Received::Busy) => Ack::Retry,
                 Err(reason) => {
                     if let Some(peer) = sender {
-                        self.strike(peer, "bad envelope");
+                        out.push(DirectOut::Strike(peer));
                     }
                     Ack::Rejected(reason)
                 }
@@ -283,7 +337,7 @@ impl Actor {
             acks.push(ack);
         }
         let stored = acks.iter().any(|a| matches!(a, Ack::Stored(_)));
-        if stored && let Err(e) = self.store.flush() {
+        if stored && let Err(e) = io.store.flush() {
             tracing::error!("cannot make received messages durable: {e:#}");
             return acks
                 .into_iter()
@@ -294,43 +348,55 @@ impl Actor {
                 .collect();
         }
         for (to, ids) in receipts {
-            self.send_receipt(&to, &ids);
+            receipt(io, &to, &ids, out);
         }
         for (peer_id, name) in new_requests {
-            self.emit(Event::ContactRequest { peer_id, name });
+            out.push(DirectOut::Emit(Event::ContactRequest { peer_id, name }));
         }
         for message in new_messages {
-            self.emit(Event::MessageReceived {
+            out.push(DirectOut::Emit(Event::MessageReceived {
                 chat: message.chat.clone(),
                 message,
-            });
+            }));
         }
         acks
     }
 
-    fn receive_one(&mut self, envelope: &[u8], now: u64) -> Result<Received, Reject> {
-        let opened = crypto::open(self.identity.msg_secret(), envelope)
-            .map_err(|_| Reject::Undecryptable)?;
+    fn receive_one(
+        &mut self,
+        io: &mut DirectIo<'_>,
+        envelope: &[u8],
+        out: &mut Vec<DirectOut>,
+    ) -> Result<Received, Reject> {
+        let opened =
+            crypto::open(io.identity.msg_secret(), envelope).map_err(|_| Reject::Undecryptable)?;
         let payload = DmPayload::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
         if payload.sender.msg_key != opened.sender_msg_key
-            || payload.recipient != self.identity.public_key()
+            || payload.recipient != io.identity.public_key()
         {
             return Err(Reject::Forged);
         }
         let sender = payload.sender.peer_id().map_err(|_| Reject::Forged)?;
         let sender_text = sender.to_string();
-        if let Body::Receipt(ids) = &payload.body {
-            self.take_receipt(&sender_text, ids, now);
-            return Ok(Received::Receipt(payload.id));
-        }
-        if self.take_control(&sender_text, &payload) {
-            return Ok(Received::Receipt(payload.id));
+        match payload.body {
+            Body::Receipt(ids) => {
+                self.take_receipt(io, &sender_text, &ids, out);
+                return Ok(Received::Receipt(payload.id));
+            }
+            Body::GroupInvite(items) => {
+                out.push(DirectOut::Invite {
+                    from: sender_text,
+                    items,
+                });
+                return Ok(Received::Receipt(payload.id));
+            }
+            Body::Text(_) => {}
         }
         let duplicate = |id| Received::Duplicate {
             id,
             from: sender_text.clone(),
         };
-        match self.store.message(&payload.id) {
+        match io.store.message(&payload.id) {
             Ok(Some(_)) => return Ok(duplicate(payload.id)),
             Ok(None) => {}
             Err(e) => {
@@ -339,7 +405,7 @@ impl Actor {
             }
         }
         let mut request = None;
-        match self.store.contact(&sender_text) {
+        match io.store.contact(&sender_text) {
             Ok(Some(contact)) if contact.state == ContactState::Refused => {
                 // The user refused this person: acknowledge (so they stop retrying) and drop.
                 return Ok(duplicate(payload.id));
@@ -347,13 +413,13 @@ impl Actor {
             Ok(Some(mut contact)) => {
                 if payload.sender.issued_ms > contact.card.issued_ms {
                     contact.card = payload.sender.clone();
-                    if let Err(e) = self.store.put_contact(&contact) {
+                    if let Err(e) = io.store.put_contact(&contact) {
                         tracing::warn!("cannot update card of {sender}: {e:#}");
                     }
                 }
             }
             Ok(None) => {
-                let requests = self
+                let requests = io
                     .store
                     .contacts()
                     .map(|c| {
@@ -372,7 +438,7 @@ impl Actor {
                     verified: false,
                     state: ContactState::Request,
                 };
-                if self.store.put_contact(&contact).is_err() {
+                if io.store.put_contact(&contact).is_err() {
                     return Ok(Received::Busy);
                 }
                 request = Some((sender_text.clone(), payload.sender.name.clone()));
@@ -391,10 +457,9 @@ impl Actor {
             status: MessageStatus::Delivered,
             outgoing: false,
         };
-        match self.store.insert_message(&message) {
+        match io.store.insert_message(&message) {
             Ok(true) => {
-                self.clock
-                    .observe(payload.hlc, now, super::actor::MAX_SKEW_MS);
+                io.clock.observe(payload.hlc, io.now, MAX_SKEW_MS);
                 Ok(Received::New(message, request))
             }
             Ok(false) => Ok(duplicate(message.id)),
@@ -406,237 +471,123 @@ impl Actor {
     }
 
     /// `from` says it holds these messages: those we sent to `from` are delivered.
-    fn take_receipt(&mut self, from: &str, ids: &[MessageId], now: u64) {
+    fn take_receipt(
+        &mut self,
+        io: &mut DirectIo<'_>,
+        from: &str,
+        ids: &[MessageId],
+        out: &mut Vec<DirectOut>,
+    ) {
         for id in ids {
             let ours = matches!(
-                self.store.message(id),
+                io.store.message(id),
                 Ok(Some(m)) if m.outgoing && m.chat == from
             );
             if ours {
-                let outputs = self.outbox.handle(outbox::Input::Acked(*id), now);
-                self.apply_outbox(outputs);
+                self.handle(io, Input::Acked(*id), out);
             }
         }
     }
+}
 
-    /// Tells `to` that we hold `ids` (mail of theirs we fetched from a relay): directly if
-    /// connected, else through their mailboxes. Best effort: if a receipt is lost, the
-    /// author's retry of the message gets a fresh ack.
-    fn send_receipt(&mut self, to: &str, ids: &[MessageId]) {
-        let (Ok(peer), Ok(Some(contact))) = (to.parse::<PeerId>(), self.store.contact(to)) else {
+/// A message left the outbox (delivered, refused or expired).
+fn finish(io: &mut DirectIo<'_>, id: &MessageId, status: MessageStatus, out: &mut Vec<DirectOut>) {
+    if let Err(e) = io.store.outbox_remove(id) {
+        tracing::warn!("cannot remove {id:?} from the outbox: {e:#}");
+    }
+    if let Err(e) = io.store.remove_control(id) {
+        tracing::warn!("cannot forget control message {id}: {e:#}");
+    }
+    out.extend(update_status(io.store, id, status).map(DirectOut::Emit));
+}
+
+/// Sets a message's status; the event to announce, if the message exists.
+pub(super) fn update_status(
+    store: &dyn Store,
+    id: &MessageId,
+    status: MessageStatus,
+) -> Option<Event> {
+    match store.set_status(id, status) {
+        Ok(Some(message)) => Some(Event::MessageStatus {
+            id: id.to_hex(),
+            chat: message.chat,
+            status,
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("cannot update status of {id:?}: {e:#}");
+            None
+        }
+    }
+}
+
+/// Seals message `id` (a stored chat text, or a control message such as an invite) for
+/// the owner of `card`.
+pub(super) fn seal(io: &DirectIo<'_>, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
+    let stored = io.store.message(id)?;
+    let (body, hlc) = match stored {
+        Some(message) => (Body::Text(message.text), message.hlc),
+        None => {
+            let body = io
+                .store
+                .control(id)
+                .ok()
+                .flatten()
+                .ok_or_else(|| NodeError::NotFound(format!("message {id} is gone")))?;
+            (
+                body,
+                Hlc {
+                    ms: io.now,
+                    counter: 0,
+                },
+            )
+        }
+    };
+    let payload = DmPayload {
+        version: wire::PAYLOAD_VERSION,
+        id: *id,
+        hlc,
+        sender: io.card.clone(),
+        recipient: card.identity,
+        body,
+    };
+    crypto::seal(io.identity.msg_secret(), &card.msg_key, &payload.encode())
+        .map_err(|e| NodeError::Crypto(format!("sealing message {id}: {e}")))
+}
+
+/// Tells `to` that we hold `ids` (mail of theirs we fetched from a relay). Best effort: if
+/// a receipt is lost, the author's retry of the message gets a fresh ack.
+fn receipt(io: &mut DirectIo<'_>, to: &str, ids: &[MessageId], out: &mut Vec<DirectOut>) {
+    let (Ok(peer), Ok(Some(contact))) = (to.parse::<PeerId>(), io.store.contact(to)) else {
+        return;
+    };
+    for chunk in ids.chunks(wire::MAX_RECEIPT_IDS) {
+        let Ok(id) = MessageId::random() else {
             return;
         };
-        for chunk in ids.chunks(wire::MAX_RECEIPT_IDS) {
-            let Ok(id) = MessageId::random() else {
+        let payload = DmPayload {
+            version: wire::PAYLOAD_VERSION,
+            id,
+            hlc: io.clock.tick(io.now),
+            sender: io.card.clone(),
+            recipient: contact.card.identity,
+            body: Body::Receipt(chunk.to_vec()),
+        };
+        match crypto::seal(
+            io.identity.msg_secret(),
+            &contact.card.msg_key,
+            &payload.encode(),
+        ) {
+            Ok(envelope) => out.push(DirectOut::Receipt {
+                to: peer,
+                card: contact.card.clone(),
+                envelope,
+            }),
+            Err(e) => {
+                tracing::warn!("cannot seal a receipt for {to}: {e:#}");
                 return;
-            };
-            let payload = DmPayload {
-                version: wire::PAYLOAD_VERSION,
-                id,
-                hlc: self.clock.tick(now_ms()),
-                sender: self.card.clone(),
-                recipient: contact.card.identity,
-                body: Body::Receipt(chunk.to_vec()),
-            };
-            let envelope = match crypto::seal(
-                self.identity.msg_secret(),
-                &contact.card.msg_key,
-                &payload.encode(),
-            ) {
-                Ok(envelope) => envelope,
-                Err(e) => {
-                    tracing::warn!("cannot seal a receipt for {to}: {e:#}");
-                    return;
-                }
-            };
-            if self.is_online(&peer) {
-                // Not tracked: its answer needs no action.
-                self.swarm.behaviour_mut().dm.send_request(
-                    &peer,
-                    Ok(DmRequest {
-                        envelopes: vec![envelope],
-                    }),
-                );
-            } else {
-                self.deposit_receipt(&contact.card, to, envelope);
             }
         }
-    }
-
-    pub(super) fn contact_add(&mut self, code: &str, alias: Option<String>) -> NodeResult<PeerId> {
-        let card = ContactCard::from_code(code)?;
-        let peer = card.peer_id()?;
-        if peer == self.identity.peer_id() {
-            return Err(NodeError::InvalidArgument(
-                "that is your own contact code".into(),
-            ));
-        }
-        if let Some(alias) = &alias {
-            identity::check_name(alias)?;
-        }
-        let key = peer.to_string();
-        let contact = match self.store.contact(&key)? {
-            Some(mut existing) => {
-                if card.issued_ms >= existing.card.issued_ms {
-                    existing.card = card;
-                }
-                existing.state = ContactState::Accepted;
-                if alias.is_some() {
-                    existing.alias = alias;
-                }
-                existing
-            }
-            None => Contact {
-                peer_id: key,
-                card,
-                alias,
-                verified: false,
-                state: ContactState::Accepted,
-            },
-        };
-        self.store.put_contact(&contact)?;
-        self.remember_current_addrs(&peer);
-        self.store.flush()?;
-        self.keep(peer, true);
-        if !self.is_online(&peer) {
-            self.dial_peer(peer);
-        }
-        Ok(peer)
-    }
-
-    /// Accepts or refuses a pending request.
-    pub(super) fn contact_decide(&mut self, peer: &PeerId, state: ContactState) -> NodeResult<()> {
-        let mut contact = self.known_contact(peer)?;
-        match (contact.state, state) {
-            (ContactState::Accepted, ContactState::Accepted) => return Ok(()),
-            (ContactState::Accepted, _) => {
-                return Err(NodeError::InvalidArgument(format!(
-                    "{peer} is already a contact, not a request"
-                )));
-            }
-            _ => {}
-        }
-        contact.state = state;
-        self.store.put_contact(&contact)?;
-        if state == ContactState::Accepted {
-            self.remember_current_addrs(peer);
-        }
-        self.store.flush()?;
-        self.keep(*peer, state == ContactState::Accepted);
-        Ok(())
-    }
-
-    pub(super) fn contacts(&self) -> NodeResult<Vec<ContactInfo>> {
-        Ok(self
-            .store
-            .contacts()?
-            .into_iter()
-            .filter(|c| c.state == ContactState::Accepted)
-            .map(|c| ContactInfo {
-                online: c.peer_id.parse().is_ok_and(|p| self.is_online(&p)),
-                name: c.display_name().to_owned(),
-                verified: c.verified,
-                peer_id: c.peer_id,
-            })
-            .collect())
-    }
-
-    fn known_contact(&self, peer: &PeerId) -> NodeResult<Contact> {
-        self.store
-            .contact(&peer.to_string())?
-            .ok_or(NodeError::NotAContact(*peer))
-    }
-
-    pub(super) fn safety_number(&self, peer: &PeerId) -> NodeResult<String> {
-        let contact = self.known_contact(peer)?;
-        Ok(identity::safety_number(
-            &self.identity.public_key(),
-            &contact.card.identity,
-        ))
-    }
-
-    pub(super) fn contact_verify(&mut self, peer: &PeerId) -> NodeResult<()> {
-        let mut contact = self.known_contact(peer)?;
-        contact.verified = true;
-        self.store.put_contact(&contact)?;
-        self.store.flush()?;
-        Ok(())
-    }
-
-    pub(super) fn chats(&self) -> NodeResult<Vec<ChatInfo>> {
-        let mut chats: Vec<ChatInfo> = Vec::new();
-        let mut groups: std::collections::BTreeMap<String, String> =
-            self.group_names().into_iter().collect();
-        for (id, meta) in self.store.chats()? {
-            if let Some(name) = groups.remove(&id) {
-                chats.push(ChatInfo {
-                    name,
-                    request: false,
-                    kind: ChatKind::Group,
-                    unread: meta.unread,
-                    last: meta.last.as_ref().map(MessageInfo::from),
-                    id,
-                });
-                continue;
-            }
-            let contact = self.store.contact(&id)?;
-            if contact
-                .as_ref()
-                .is_some_and(|c| c.state == ContactState::Refused)
-            {
-                continue;
-            }
-            chats.push(ChatInfo {
-                name: contact
-                    .as_ref()
-                    .map_or_else(|| id.clone(), |c| c.display_name().to_owned()),
-                request: contact.is_some_and(|c| c.state == ContactState::Request),
-                kind: ChatKind::Direct,
-                unread: meta.unread,
-                last: meta.last.as_ref().map(MessageInfo::from),
-                id,
-            });
-        }
-        // Groups with no message yet.
-        for (id, name) in groups {
-            chats.push(ChatInfo {
-                name,
-                request: false,
-                kind: ChatKind::Group,
-                unread: 0,
-                last: None,
-                id,
-            });
-        }
-        chats.sort_by(|a, b| {
-            let key = |c: &ChatInfo| c.last.as_ref().map(|m| m.sent_at);
-            key(b).cmp(&key(a)).then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(chats)
-    }
-
-    pub(super) fn messages(
-        &self,
-        chat: &str,
-        limit: usize,
-        before: Option<MessageId>,
-    ) -> NodeResult<Vec<MessageInfo>> {
-        let before = match before {
-            Some(id) => {
-                let message = self
-                    .store
-                    .message(&id)?
-                    .ok_or_else(|| NodeError::NotFound(format!("no message with id {id}")))?;
-                Some((message.hlc, message.id))
-            }
-            None => None,
-        };
-        Ok(self
-            .store
-            .messages(chat, limit, before)?
-            .iter()
-            .map(MessageInfo::from)
-            .collect())
     }
 }
 
@@ -651,28 +602,8 @@ enum Received {
         /// Its author's peer id.
         from: String,
     },
-    /// A receipt for our own messages, applied; nothing to store.
+    /// A receipt for our own messages, or a group invite, applied; nothing to store.
     Receipt(MessageId),
     /// Could not store it now; ask the sender to retry.
     Busy,
-}
-
-/// A direct message body for the outbox: a stored chat text, or a control message (an
-/// invite) waiting in the outbox.
-fn outgoing_body(store: &dyn Store, id: &MessageId) -> NodeResult<Body> {
-    if let Some(message) = store.message(id)? {
-        return Ok(Body::Text(message.text));
-    }
-    store
-        .control(id)
-        .ok()
-        .flatten()
-        .ok_or_else(|| NodeError::NotFound(format!("message {id} is gone")))
-}
-
-/// A control message left the outbox: forget its body.
-fn forget_control(store: &dyn Store, id: &MessageId) {
-    if let Err(e) = store.remove_control(id) {
-        tracing::warn!("cannot forget control message {id}: {e:#}");
-    }
 }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
@@ -15,15 +16,24 @@ use super::NodeResult;
 use crate::net::{self, Behaviour, BehaviourEvent, NetError};
 use crate::store::{Store, StoreError};
 
-/// Opens a listener on each of `listen` (the defaults if empty) and waits for their
-/// addresses, for at most [`super::LISTEN_TIMEOUT`]. Returns the addresses and whatever
-/// else the swarm reported meanwhile (an mDNS discovery, an inbound connection), to be
-/// handled once the node runs: mDNS reports a peer only once.
-pub(super) async fn open(
+/// What the listeners got.
+pub(super) struct Listening {
+    /// Our listen addresses.
+    pub(super) addrs: BTreeSet<Multiaddr>,
+    /// Whatever else the swarm reported meanwhile (an mDNS discovery, an inbound
+    /// connection), to be handled once the node runs: mDNS reports a peer only once.
+    pub(super) early: Vec<SwarmEvent<BehaviourEvent>>,
+    /// The port each configured port-0 address got, to remember for the next run.
+    pub(super) ports: Vec<(Multiaddr, u16)>,
+}
+
+/// Opens a listener on each of `listen` (the defaults if empty), on the port it had last
+/// time where the store remembers one; [`wait`] then waits for their addresses.
+pub(super) fn open(
     swarm: &mut Swarm<Behaviour>,
     store: &dyn Store,
     listen: &[Multiaddr],
-) -> NodeResult<(BTreeSet<Multiaddr>, Vec<SwarmEvent<BehaviourEvent>>)> {
+) -> NodeResult<HashMap<ListenerId, Multiaddr>> {
     let listen = if listen.is_empty() {
         net::default_listen_addrs()
     } else {
@@ -52,7 +62,17 @@ pub(super) async fn open(
         };
         listeners.insert(id, addr);
     }
+    Ok(listeners)
+}
+
+/// Waits until each listener has an address, for at most [`super::LISTEN_TIMEOUT`]. Takes
+/// no store: the future must stay `Send`; the caller remembers the ports.
+pub(super) async fn wait(
+    swarm: &mut Swarm<Behaviour>,
+    mut listeners: HashMap<ListenerId, Multiaddr>,
+) -> NodeResult<Listening> {
     let mut addrs = BTreeSet::new();
+    let mut ports = Vec::new();
     let mut early = Vec::new();
     let deadline = tokio::time::Instant::now() + super::LISTEN_TIMEOUT;
     while !listeners.is_empty() {
@@ -68,7 +88,7 @@ pub(super) async fn open(
                 if let Some(configured) = listeners.remove(&listener_id)
                     && let Some(port) = port_of(&address)
                 {
-                    store.set_listen_port(&configured, port)?;
+                    ports.push((configured, port));
                 }
                 addrs.insert(address);
             }
@@ -90,7 +110,11 @@ pub(super) async fn open(
             other => early.push(other),
         }
     }
-    Ok((addrs, early))
+    Ok(Listening {
+        addrs,
+        early,
+        ports,
+    })
 }
 
 /// `addr` with its port-0 TCP or UDP component set to `port`; `None` if it has no port 0.

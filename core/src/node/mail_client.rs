@@ -215,7 +215,8 @@ impl Actor {
         let empty = self.mail.queued.get(peer).is_none_or(VecDeque::is_empty);
         if empty {
             let unsent: VecDeque<MessageId> = self
-                .outbox
+                .direct
+                .outbox()
                 .unsent_for(peer)
                 .into_iter()
                 .filter(|id| !self.mail.deposited.contains(id))
@@ -227,7 +228,7 @@ impl Actor {
             while ids.len() < budget {
                 let Some(id) = queue.pop_front() else { break };
                 // Delivered meanwhile, or deposited by an earlier round.
-                if self.outbox.contains(&id) && !self.mail.deposited.contains(&id) {
+                if self.direct.outbox().contains(&id) && !self.mail.deposited.contains(&id) {
                     ids.push(id);
                 }
             }
@@ -323,7 +324,7 @@ impl Actor {
                 };
                 match response {
                     MailboxResponse::Stored => {
-                        if self.outbox.contains(&id) {
+                        if self.direct.outbox().contains(&id) {
                             self.mark_sent(&id);
                         }
                         // Next in line, while the contact is still away.

@@ -6,6 +6,7 @@
 //! stopped, methods return [`NodeError::NodeStopped`].
 
 mod actor;
+mod contacts;
 mod direct;
 mod group;
 mod group_relay;

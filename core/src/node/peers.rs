@@ -14,6 +14,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::{NearbyPeer, NodeError, PeerInfo, Reply};
 use crate::event::{Event, Via};
 use crate::identity::ContactCard;
+use crate::proto::rate::RateLimiter;
 use crate::store::Store;
 
 /// LAN peers remembered from mDNS.
@@ -26,6 +27,13 @@ const MAX_ADDR_BOOK_PEERS: usize = 4096;
 const MAX_STRIKES: u32 = 16;
 /// Peers whose strikes are counted; past this the count starts again.
 const MAX_STRUCK_PEERS: usize = 4096;
+/// Inbound requests (dm, mailbox) a peer may send in a burst (a dm request carries up to
+/// 64 envelopes).
+const INBOUND_BURST: u32 = 4096;
+/// Inbound requests per second a peer may sustain.
+const INBOUND_PER_SECOND: u32 = 2048;
+/// Peers whose request rate is tracked.
+const MAX_RATE_PEERS: usize = 4096;
 /// Failed card requests to a LAN peer retried at once.
 const CARD_RETRIES: u32 = 3;
 
@@ -65,6 +73,8 @@ pub(super) struct Peers {
     listen_addrs: BTreeSet<Multiaddr>,
     /// Misbehaviour per peer.
     strikes: HashMap<PeerId, u32>,
+    /// Inbound requests per peer: a flood is answered with `Retry` and not processed.
+    inbound: RateLimiter<PeerId>,
     /// Where each peer was last reachable (identify, mDNS, our own dials, earlier runs).
     /// Dials always offer these, so an address survives a failed dial attempt.
     addr_book: BTreeMap<PeerId, Vec<Multiaddr>>,
@@ -81,6 +91,7 @@ impl Peers {
             nearby: BTreeMap::new(),
             listen_addrs,
             strikes: HashMap::new(),
+            inbound: RateLimiter::new(INBOUND_BURST, INBOUND_PER_SECOND, MAX_RATE_PEERS),
             addr_book: BTreeMap::new(),
             pending_connect: HashMap::new(),
         }
@@ -202,6 +213,11 @@ impl Peers {
             }
             None => false,
         }
+    }
+
+    /// Whether `peer` may make another request now (dm or mailbox).
+    pub(super) fn allow(&mut self, peer: &PeerId, now: u64) -> bool {
+        self.inbound.allow(peer, now)
     }
 
     /// Counts misbehaviour; a peer that keeps sending garbage is disconnected.

@@ -112,7 +112,7 @@ impl Actor {
         if self.mailbox.is_none() {
             return MailboxResponse::Refused("this node is not a relay".into());
         }
-        if !self.inbound_rate.allow(&peer, now_ms()) {
+        if !self.peers.allow(&peer, now_ms()) {
             return MailboxResponse::Refused("too many requests; slow down".into());
         }
         match request {
