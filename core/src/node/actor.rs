@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::contacts;
 use super::direct::{self, Direct, DirectIo, DirectOut};
 use super::group::{GroupIo, GroupOut, Groups, Received};
-use super::group_sync::SyncState;
+use super::group_sync::{NodeView, SyncOut, SyncState};
 use super::listen;
 use super::mail_client::{MailClient, relay_addrs};
 use super::peers::{self, Peers, PeersOut};
@@ -29,6 +29,7 @@ use crate::proto::group::session::Taken;
 use crate::proto::mailbox::Mailbox;
 use crate::proto::outbox;
 use crate::store::{Store, StoreError};
+use crate::wire::group::SyncResponse;
 use crate::wire::{DmRequest, DmResponse};
 
 /// Swarm events handled in one round before group items are flushed once for all of them.
@@ -221,7 +222,7 @@ impl Actor {
                 self.mailbox.as_ref().and_then(Mailbox::next_expiry),
                 self.stopping.as_ref().map(|(_, deadline)| *deadline),
                 self.reach.next_wakeup(),
-                self.next_sync(),
+                self.sync.next_round(!self.groups.sessions().is_empty()),
             ]
             .into_iter()
             .flatten()
@@ -776,10 +777,6 @@ impl Actor {
         self.peers.connected()
     }
 
-    pub(super) fn is_connected(&self, peer: &PeerId) -> bool {
-        self.peers.is_connected(peer)
-    }
-
     /// Every address we know for `peer`, newest first.
     pub(super) fn known_dial_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.peers.dial_addrs(peer)
@@ -1086,4 +1083,119 @@ fn seed() -> u64 {
         return now_ms();
     }
     u64::from_le_bytes(bytes)
+}
+
+/// Group history repair: the actor's side of [`SyncState`] (it sends, sync decides).
+impl Actor {
+    /// Starts reconciling `group` with `peer` unless a session is running.
+    pub(super) fn start_sync(&mut self, group: &GroupId, peer: PeerId) {
+        let mut out = Vec::new();
+        let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
+        self.sync.start(*group, peer, &view, &mut out);
+        self.apply_sync(out);
+    }
+
+    /// A connection to `peer` opened: reconcile every group it shares with us.
+    fn sync_on_connect(&mut self, peer: PeerId) {
+        let mut out = Vec::new();
+        let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
+        self.sync
+            .on_connect(peer, &self.mail.relays, &view, &mut out);
+        self.apply_sync(out);
+    }
+
+    /// A sync round, if one is due.
+    fn sync_tick(&mut self) {
+        let connected = self.connected_peers();
+        let mut out = Vec::new();
+        let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
+        self.sync
+            .tick(now_ms(), &connected, &self.mail.relays, &view, &mut out);
+        self.apply_sync(out);
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<net::SyncFrame, SyncResponse>) {
+        let mut out = Vec::new();
+        let mut answer = None;
+        let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let response =
+                    self.sync
+                        .answer(peer, request, &view, |g| self.relays_group(g), &mut out);
+                answer = Some((channel, response));
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self
+                .sync
+                .on_response(peer, request_id, response, &view, &mut out),
+            request_response::Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "sync request failed: {error}");
+                self.sync.on_failure(request_id, &view, &mut out);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "sync request from peer failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+        // What answering asked for (items taken, items handed over) is done first.
+        self.apply_sync(out);
+        if let Some((channel, response)) = answer {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, response);
+        }
+    }
+
+    /// Does what sync asks, in order.
+    fn apply_sync(&mut self, outs: Vec<SyncOut>) {
+        for out in outs {
+            match out {
+                SyncOut::Request {
+                    peer,
+                    request,
+                    pending,
+                } => {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer, Ok(request));
+                    self.sync.sent(id, pending);
+                }
+                SyncOut::Take { from, items } => {
+                    let new = self.take_synced(&items);
+                    tracing::debug!(peer = %from, new, "group items taken by sync");
+                }
+                SyncOut::KeepRelayed { group, items } => {
+                    self.take_relayed(&group, &items);
+                }
+                SyncOut::HandedOver(item) => self.handed_over(&item),
+                SyncOut::Strike { peer, why } => self.strike(peer, &why),
+                SyncOut::Dial(peer) => self.dial_peer(peer),
+                SyncOut::Republish => self.flush_all_unpublished(),
+            }
+        }
+    }
 }
