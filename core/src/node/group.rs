@@ -43,10 +43,6 @@ const INVITE_MARGIN: usize = 4_096;
 pub(super) struct Groups {
     pub(super) map: BTreeMap<GroupId, GroupSession>,
     topics: BTreeMap<TopicHash, GroupId>,
-    /// On a relay: group topics it carries for its clients (see `group_relay`).
-    pub(super) relayed: BTreeSet<TopicHash>,
-    /// Items kept for relayed topics since the last flush.
-    pub(super) dirty: bool,
     me: Me,
     random: OsRandom,
     /// Items taken in this batch, written at its end after the records.
@@ -78,8 +74,6 @@ impl Groups {
         Ok(Self {
             map: BTreeMap::new(),
             topics: BTreeMap::new(),
-            relayed: BTreeSet::new(),
-            dirty: false,
             me: Me {
                 key: identity.public_key(),
                 signing,
@@ -210,7 +204,10 @@ impl Actor {
             }
             self.groups.touched.remove(&id);
         }
-        let mut wrote = std::mem::take(&mut self.groups.dirty);
+        let mut wrote = self
+            .group_relay
+            .as_mut()
+            .is_some_and(|relay| relay.take_unflushed());
         let dirty: Vec<(GroupId, GroupRecord)> = self
             .groups
             .map
@@ -589,7 +586,7 @@ impl Actor {
                 let acceptance = match known.then(|| self.take_bytes(&message.data)) {
                     // A relay carrying a topic for its clients: it holds no keys and no
                     // membership, so it forwards what is well formed and signed.
-                    None if self.groups.relayed.contains(&message.topic) => {
+                    None if self.relays_topic(&message.topic) => {
                         self.relay_item(&message.topic, &message.data)
                     }
                     Some(Received::Taken(Taken::New)) => MessageAcceptance::Accept,

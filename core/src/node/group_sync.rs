@@ -115,7 +115,7 @@ impl Actor {
         let me = self.identity.public_key();
         // Our relays keep our groups' items too (`group_relay`): every group is shared
         // with them.
-        let relay = self.mail.relays.iter().any(|(r, _)| *r == peer);
+        let relay = self.mail.is_relay(&peer);
         let shared: Vec<GroupId> = self
             .groups
             .map

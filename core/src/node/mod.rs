@@ -11,8 +11,8 @@ mod group;
 mod group_relay;
 mod group_sync;
 mod mail_client;
+mod mailbox_server;
 mod reach;
-mod relay;
 mod types;
 
 use std::path::{Path, PathBuf};
