@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
@@ -14,9 +14,11 @@ use tokio::sync::{broadcast, mpsc};
 use super::contacts;
 use super::direct::{self, Direct, DirectIo, DirectOut};
 use super::group::{GroupIo, GroupOut, Groups, Received};
+use super::group_relay::GroupRelay;
 use super::group_sync::{NodeView, SyncOut, SyncState};
 use super::listen;
-use super::mail_client::{MailClient, relay_addrs};
+use super::mail_client::{MailClient, MailOut, relay_addrs};
+use super::mailbox_server::MailboxServer;
 use super::peers::{self, Peers, PeersOut};
 use super::reach::Reach;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
@@ -24,13 +26,12 @@ use crate::crypto::group::{GroupId, topic_for};
 use crate::event::Event;
 use crate::identity::{self, ContactCard, Identity};
 use crate::model::{ChatId, ContactState, HlcClock, MessageId, MessageStatus};
-use crate::net::{self, Behaviour, BehaviourEvent, CardRequest};
+use crate::net::{self, Behaviour, BehaviourEvent, CardRequest, MailboxFrame};
 use crate::proto::group::session::Taken;
-use crate::proto::mailbox::Mailbox;
 use crate::proto::outbox;
 use crate::store::{Store, StoreError};
 use crate::wire::group::SyncResponse;
-use crate::wire::{DmRequest, DmResponse};
+use crate::wire::{DmRequest, DmResponse, MailboxRequest, MailboxResponse};
 
 /// Swarm events handled in one round before group items are flushed once for all of them.
 const MAX_EVENT_BATCH: usize = 64;
@@ -53,8 +54,10 @@ pub(super) struct Actor {
     pub(super) peers: Peers,
     pub(super) bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
-    /// The mailbox's bookkeeping, on relay nodes only.
-    pub(super) mailbox: Option<Mailbox>,
+    /// The mailbox we keep for others, on relay nodes only.
+    mailbox: Option<MailboxServer>,
+    /// The group topics we carry for clients, on relay nodes only.
+    pub(super) group_relay: Option<GroupRelay>,
     /// Deposits mail at relays under a throwaway identity.
     pub(super) courier: net::Courier,
     /// Our relays, our fetches and deposits.
@@ -142,7 +145,8 @@ impl Actor {
             peers: Peers::new(me, listen_addrs),
             bootstrap: config.bootstrap,
             dial_on_start: config.dial_on_start,
-            mailbox: config.relay.map(Mailbox::new),
+            mailbox: config.relay.map(MailboxServer::new),
+            group_relay: roles.relay.then(GroupRelay::default),
             courier: net::build_courier()?,
             mail: MailClient::new(relays),
             stopping: None,
@@ -151,7 +155,9 @@ impl Actor {
             sync: SyncState::default(),
         };
         actor.restore_groups()?;
-        actor.restore_mailbox()?;
+        if let Some(server) = actor.mailbox.as_mut() {
+            server.restore(&*actor.store, now_ms())?;
+        }
         actor.resume()?;
         for event in early {
             actor.handle_swarm_event(event);
@@ -213,13 +219,13 @@ impl Actor {
     pub(super) async fn run(mut self) {
         loop {
             if let Some((_, deadline)) = &self.stopping
-                && (self.deposits_in_flight() == 0 || now_ms() >= *deadline)
+                && (self.mail.deposits_in_flight() == 0 || now_ms() >= *deadline)
             {
                 break;
             }
             let wake = [
                 self.direct.next_wakeup(),
-                self.mailbox.as_ref().and_then(Mailbox::next_expiry),
+                self.mailbox.as_ref().and_then(MailboxServer::next_expiry),
                 self.stopping.as_ref().map(|(_, deadline)| *deadline),
                 self.reach.next_wakeup(),
                 self.sync.next_round(!self.groups.sessions().is_empty()),
@@ -263,7 +269,9 @@ impl Actor {
                 event = self.courier.select_next_some() => self.on_courier_event(event),
                 () = sleep => {
                     self.outbox_input(outbox::Input::Tick);
-                    self.expire_mail();
+                    if let Some(server) = self.mailbox.as_mut() {
+                        server.expire(&*self.store, now_ms());
+                    }
                     self.reach_tick();
                     self.sync_tick();
                     self.commit_groups_logged();
@@ -634,7 +642,8 @@ impl Actor {
             self.learn_dht_server(peer_id, &addrs);
         }
         let serves_mailbox = info.protocols.contains(&net::MAILBOX_PROTOCOL);
-        self.maybe_fetch_mail(peer_id, serves_mailbox);
+        let outs = self.mail.on_identified(peer_id, serves_mailbox);
+        self.apply_mail(outs);
         if matches!(self.store.contact(&peer_id.to_string()), Ok(Some(_))) {
             self.remember_current_addrs(&peer_id);
         }
@@ -856,7 +865,10 @@ impl Actor {
 
     /// Ends a batch of group work (see [`Groups::commit`]).
     pub(super) fn commit_groups(&mut self) -> NodeResult<()> {
-        let relayed = std::mem::take(&mut self.groups.dirty);
+        let relayed = self
+            .group_relay
+            .as_mut()
+            .is_some_and(GroupRelay::take_unflushed);
         self.with_groups(|groups, io, out| groups.commit(io, relayed, out))
     }
 
@@ -925,7 +937,7 @@ impl Actor {
                 let acceptance = match taken {
                     // A relay carrying a topic for its clients: it holds no keys and no
                     // membership, so it forwards what is well formed and signed.
-                    None if self.groups.relayed.contains(&message.topic) => {
+                    None if self.relays_topic(&message.topic) => {
                         self.relay_item(&message.topic, &message.data)
                     }
                     Some(Received::Taken(Taken::New)) => MessageAcceptance::Accept,
@@ -1100,7 +1112,7 @@ impl Actor {
         let mut out = Vec::new();
         let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
         self.sync
-            .on_connect(peer, &self.mail.relays, &view, &mut out);
+            .on_connect(peer, self.mail.relays(), &view, &mut out);
         self.apply_sync(out);
     }
 
@@ -1110,7 +1122,7 @@ impl Actor {
         let mut out = Vec::new();
         let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
         self.sync
-            .tick(now_ms(), &connected, &self.mail.relays, &view, &mut out);
+            .tick(now_ms(), &connected, self.mail.relays(), &view, &mut out);
         self.apply_sync(out);
     }
 
@@ -1197,5 +1209,248 @@ impl Actor {
                 SyncOut::Republish => self.flush_all_unpublished(),
             }
         }
+    }
+}
+
+/// Mailboxes (ours at our relays, and the one a relay keeps) and group relaying: the
+/// owners decide, these carry out what they return.
+impl Actor {
+    /// Carries out what the mail client asked for.
+    fn apply_mail(&mut self, outs: Vec<MailOut>) {
+        for out in outs {
+            match out {
+                MailOut::Ask { relay, request, op } => {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .mailbox
+                        .send_request(&relay, Ok(request));
+                    self.mail.asked(id, op);
+                }
+                MailOut::Deposit { to, ids, relays } => self.deposit_sealed(&to, ids, &relays),
+                MailOut::StoreFetched {
+                    relay,
+                    seqs,
+                    envelopes,
+                    more,
+                } => {
+                    let acks = self.store_envelopes(None, &envelopes);
+                    let outs = self.mail.page_stored(relay, &seqs, &acks, more);
+                    self.apply_mail(outs);
+                }
+                MailOut::MarkSent(id) => {
+                    let pending = self.direct.outbox().contains(&id)
+                        && matches!(self.store.message(&id),
+                            Ok(Some(m)) if m.status == MessageStatus::Pending);
+                    if pending {
+                        self.update_status(&id, MessageStatus::Sent);
+                    }
+                }
+                MailOut::DepositNext(to) => self.deposit_for(&to),
+            }
+        }
+    }
+
+    /// `peer` is unreachable: deposit its unsent messages at the relays its card lists.
+    pub(super) fn deposit_for(&mut self, peer: &str) {
+        let Ok(Some(contact)) = self.store.contact(peer) else {
+            return;
+        };
+        let relays = self.courier_relays(&contact.card.relay_multiaddrs());
+        let outs = self.mail.deposit_for(peer, &relays, self.direct.outbox());
+        self.apply_mail(outs);
+    }
+
+    /// Seals each message for contact `to` and deposits it at each relay (courier).
+    fn deposit_sealed(&mut self, to: &str, ids: Vec<MessageId>, relays: &[PeerId]) {
+        let Ok(Some(contact)) = self.store.contact(to) else {
+            return;
+        };
+        for id in ids {
+            let envelope = match self.seal_for(&contact.card, &id) {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    tracing::warn!("cannot seal {id:?} for a mailbox: {e:#}");
+                    continue;
+                }
+            };
+            for relay in relays {
+                let request = self.courier.behaviour_mut().send_request(
+                    relay,
+                    Ok(MailboxRequest::Deposit {
+                        recipient: to.to_owned(),
+                        envelope: envelope.clone(),
+                    }),
+                );
+                self.mail.message_deposit_sent(request, id, to);
+            }
+        }
+    }
+
+    /// Leaves a receipt for `to` at the relays its card lists.
+    pub(super) fn deposit_receipt(&mut self, card: &ContactCard, to: &str, envelope: Vec<u8>) {
+        for relay in self.courier_relays(&card.relay_multiaddrs()) {
+            let request = self.courier.behaviour_mut().send_request(
+                &relay,
+                Ok(MailboxRequest::Deposit {
+                    recipient: to.to_owned(),
+                    envelope: envelope.clone(),
+                }),
+            );
+            self.mail.receipt_deposit_sent(request);
+        }
+    }
+
+    /// The distinct relays among a card's relay addresses, each with all its addresses
+    /// given to the courier (a relay listed over TCP and QUIC gets one deposit, not two).
+    fn courier_relays(&mut self, addrs: &[Multiaddr]) -> Vec<PeerId> {
+        let mut relays: Vec<PeerId> = Vec::new();
+        for (relay, addr) in relay_addrs(addrs) {
+            self.courier.add_peer_address(relay, addr);
+            if !relays.contains(&relay) {
+                relays.push(relay);
+            }
+        }
+        relays
+    }
+
+    fn on_courier_event(
+        &mut self,
+        event: SwarmEvent<request_response::Event<MailboxFrame, MailboxResponse>>,
+    ) {
+        let SwarmEvent::Behaviour(event) = event else {
+            return;
+        };
+        let peers = &self.peers;
+        let outs = self
+            .mail
+            .on_courier_event(event, |peer| peers.is_connected(peer));
+        self.apply_mail(outs);
+    }
+
+    /// `relays`: each of our relays with its state.
+    fn relays(&self) -> Vec<super::RelayInfo> {
+        self.mail.relay_info(
+            |peer| self.is_online(peer),
+            |peer| self.reach.is_reserved(peer),
+        )
+    }
+
+    /// The main swarm's mailbox protocol: requests to our mailbox (on a relay), answers
+    /// to our fetches and acks.
+    fn on_mailbox_event(&mut self, event: request_response::Event<MailboxFrame, MailboxResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let response = self.serve_mailbox(peer, request);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .mailbox
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "mailbox response not delivered: stream closed");
+                }
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let outs = self.mail.on_answer(request_id, Some(response));
+                self.apply_mail(outs);
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                tracing::debug!("mailbox request failed: {error}");
+                let outs = self.mail.on_answer(request_id, None);
+                self.apply_mail(outs);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "mailbox inbound failure: {error}");
+            }
+            other => tracing::debug!(?other, "mailbox event"),
+        }
+    }
+
+    /// Answers a request to our mailbox: a malformed frame, a node that is not a relay
+    /// and a peer over the request rate (shared with dm) are refused before the mailbox
+    /// sees it.
+    fn serve_mailbox(&mut self, peer: PeerId, request: MailboxFrame) -> MailboxResponse {
+        let request = match request {
+            Ok(request) => request,
+            Err(why) => return MailboxResponse::Refused(format!("malformed request: {why}")),
+        };
+        let Some(server) = self.mailbox.as_mut() else {
+            return MailboxResponse::Refused("this node is not a relay".into());
+        };
+        let now = now_ms();
+        if !self.peers.allow(&peer, now) {
+            return MailboxResponse::Refused("too many requests; slow down".into());
+        }
+        server.serve(&*self.store, peer, request, now)
+    }
+
+    /// A client joined a group topic, so a relay joins it too and carries its traffic
+    /// between members that reach each other only through the relay (see `group_relay`).
+    pub(super) fn relay_topic(&mut self, topic: &TopicHash, client: PeerId) {
+        let Some(join) = self
+            .group_relay
+            .as_ref()
+            .and_then(|r| r.on_subscribed(topic))
+        else {
+            return;
+        };
+        match self.subscribe_scored(join) {
+            Ok(_) => {
+                tracing::info!(%client, %topic, "relaying a group topic");
+                if let Some(relay) = self.group_relay.as_mut() {
+                    relay.joined(topic.clone());
+                }
+            }
+            Err(e) => tracing::warn!("cannot join group topic {topic}: {e}"),
+        }
+    }
+
+    /// Whether we carry `topic` for clients, as a relay.
+    pub(super) fn relays_topic(&self, topic: &TopicHash) -> bool {
+        self.group_relay.as_ref().is_some_and(|r| r.carries(topic))
+    }
+
+    /// A gossip item on a topic we carry for clients: the verdict to report.
+    pub(super) fn relay_item(&mut self, topic: &TopicHash, bytes: &[u8]) -> MessageAcceptance {
+        match self.group_relay.as_mut() {
+            Some(relay) => relay.on_gossip(&*self.store, topic, bytes),
+            None => MessageAcceptance::Ignore,
+        }
+    }
+
+    /// Whether we answer sync for `group` as a relay that carries it.
+    pub(super) fn relays_group(&self, group: &crate::crypto::group::GroupId) -> bool {
+        self.group_relay
+            .as_ref()
+            .is_some_and(|r| r.carries_group(group))
+    }
+
+    /// Items a member pushed to us as the group's relay; how many were new.
+    pub(super) fn take_relayed(
+        &mut self,
+        group: &crate::crypto::group::GroupId,
+        items: &[Vec<u8>],
+    ) -> usize {
+        self.group_relay
+            .as_ref()
+            .map_or(0, |r| r.take_pushed(&*self.store, group, items))
     }
 }

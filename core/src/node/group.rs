@@ -74,10 +74,6 @@ pub(super) enum Received {
 pub(super) struct Groups {
     sessions: BTreeMap<GroupId, GroupSession>,
     topics: BTreeMap<TopicHash, GroupId>,
-    /// On a relay: group topics it carries for its clients (see `group_relay`).
-    pub(super) relayed: BTreeSet<TopicHash>,
-    /// Items kept for relayed topics since the last flush.
-    pub(super) dirty: bool,
     me: Me,
     /// Our peer id, the author of our messages.
     me_peer: PeerId,
@@ -106,8 +102,6 @@ impl Groups {
         Ok(Self {
             sessions: BTreeMap::new(),
             topics: BTreeMap::new(),
-            relayed: BTreeSet::new(),
-            dirty: false,
             me: Me {
                 key: identity.public_key(),
                 signing,

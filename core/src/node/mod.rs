@@ -13,9 +13,9 @@ mod group_relay;
 mod group_sync;
 mod listen;
 mod mail_client;
+mod mailbox_server;
 mod peers;
 mod reach;
-mod relay;
 mod types;
 
 use std::path::{Path, PathBuf};

@@ -146,7 +146,7 @@ impl Actor {
                 .add_server(peer, Some(bare));
         }
         if dial && !self.reach.relay_role {
-            let relays: Vec<PeerId> = self.mail.relays.iter().map(|(p, _)| *p).collect();
+            let relays: Vec<PeerId> = self.mail.relays().iter().map(|(p, _)| *p).collect();
             for relay in relays {
                 self.reserve(relay);
             }
@@ -158,7 +158,7 @@ impl Actor {
         if self.reach.relay_role || self.reach.listeners.values().any(|r| *r == relay) {
             return;
         }
-        let Some((_, addr)) = self.mail.relays.iter().find(|(p, _)| *p == relay) else {
+        let Some((_, addr)) = self.mail.relays().iter().find(|(p, _)| *p == relay) else {
             return;
         };
         let circuit = addr.clone().with(Protocol::P2pCircuit);
@@ -227,7 +227,7 @@ impl Actor {
     /// A connection opened: a relay that came back gets our reservation again at once.
     pub(super) fn reach_on_connect(&mut self, peer: PeerId, connection: ConnectionId) {
         self.reach.direct_dials.remove(&connection);
-        if self.mail.relays.iter().any(|(p, _)| *p == peer) {
+        if self.mail.is_relay(&peer) {
             self.reach.retry.remove(&peer);
             self.reserve(peer);
         }
@@ -568,7 +568,7 @@ impl Actor {
         let me = self.identity.peer_id();
         let mut addrs: Vec<Multiaddr> = self.reach.nat.addr.iter().cloned().collect();
         addrs.extend(self.swarm.external_addresses().cloned());
-        for (relay, addr) in &self.mail.relays {
+        for (relay, addr) in self.mail.relays() {
             if self.reach.reserved.contains(relay) {
                 addrs.push(addr.clone().with(Protocol::P2pCircuit));
             }
