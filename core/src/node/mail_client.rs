@@ -11,12 +11,12 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
 
 use super::actor::Actor;
+use super::relay_addrs;
 use crate::identity::ContactCard;
 use crate::model::{MessageId, MessageStatus};
 use crate::net::MailboxFrame;
@@ -72,18 +72,6 @@ impl MailClient {
             ..Self::default()
         }
     }
-}
-
-/// The relays among `addrs`: addresses that end in `/p2p/<peer id>`.
-pub(super) fn relay_addrs(addrs: &[Multiaddr]) -> Vec<(PeerId, Multiaddr)> {
-    addrs
-        .iter()
-        .filter_map(|addr| match addr.iter().last() {
-            Some(Protocol::P2p(peer)) => Some((peer, addr.clone())),
-            _ => None,
-        })
-        .take(MAX_CARD_RELAYS)
-        .collect()
 }
 
 impl Actor {
