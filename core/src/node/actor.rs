@@ -1,10 +1,12 @@
 //! The task that owns the `Swarm` and the store. It runs one `select!` loop over commands
 //! from handles, swarm events and the outbox's retry timer; nothing else touches either.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, TopicHash};
+use libp2p::kad::Quorum;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response;
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
@@ -17,11 +19,11 @@ use super::group::{GroupIo, GroupOut, Groups, Received};
 use super::group_relay::GroupRelay;
 use super::group_sync::{NodeView, SyncOut, SyncState};
 use super::listen;
-use super::mail_client::{MailClient, MailOut, relay_addrs};
+use super::mail_client::{MailClient, MailOut};
 use super::mailbox_server::MailboxServer;
 use super::peers::{self, Peers, PeersOut};
-use super::reach::Reach;
-use super::{Command, Config, NodeError, NodeResult, Reply, now_ms};
+use super::reach::{self, Reach, ReachOut};
+use super::{Command, Config, NodeError, NodeResult, Reply, now_ms, relay_addrs};
 use crate::crypto::group::{GroupId, topic_for};
 use crate::event::Event;
 use crate::identity::{self, ContactCard, Identity};
@@ -132,6 +134,7 @@ impl Actor {
         let me = identity.peer_id();
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
         let groups = Groups::new(&identity, ttl_ms)?;
+        let reach = Reach::new(identity.peer_id(), roles.relay);
         let mut actor = Self {
             swarm,
             store,
@@ -150,7 +153,7 @@ impl Actor {
             courier: net::build_courier()?,
             mail: MailClient::new(relays),
             stopping: None,
-            reach: Reach::new(roles.relay),
+            reach,
             groups,
             sync: SyncState::default(),
         };
@@ -204,7 +207,10 @@ impl Actor {
             );
             self.outbox_input(outbox::Input::Queued(entry));
         }
-        self.start_reach(self.dial_on_start);
+        let outs = self
+            .reach
+            .start(&self.bootstrap, self.mail.relays(), self.dial_on_start);
+        self.apply_reach(outs);
         Ok(())
     }
 
@@ -348,7 +354,10 @@ impl Actor {
             Command::Relays(reply) => {
                 let _ = reply.send(Ok(self.relays()));
             }
-            Command::FindPeer(peer, reply) => self.find_peer(peer, reply),
+            Command::FindPeer(peer, reply) => {
+                let outs = self.reach.find_peer(peer, reply);
+                self.apply_reach(outs);
+            }
             Command::Nearby(reply) => {
                 let _ = reply.send(Ok(self.peers.nearby()));
             }
@@ -450,7 +459,7 @@ impl Actor {
                 .listen_addrs()
                 .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
                 .collect(),
-            reachability: self.reach.nat.status,
+            reachability: self.reach.reachability(),
         }
     }
 
@@ -467,7 +476,9 @@ impl Actor {
 
     fn connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
         if let (Some(Protocol::P2p(peer)), 1) = (addr.iter().last(), addr.iter().count()) {
-            self.connect_by_id(addr, peer, reply);
+            let connected = self.is_online(&peer);
+            let outs = self.reach.connect_by_id(addr, peer, reply, connected);
+            self.apply_reach(outs);
             return;
         }
         // From a new port, not the listening one: if the other side is dialling us at the
@@ -532,11 +543,21 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
-                self.on_relay_client_event(event);
+                let outs = self.reach.on_relay_client_event(event, now_ms());
+                self.apply_reach(outs);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_dcutr_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => self.on_autonat_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => {
+                let outs = self.reach.on_dcutr_event(event);
+                self.apply_reach(outs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => {
+                let outs = self.reach.on_autonat_event(event, now_ms());
+                self.apply_reach(outs);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => {
+                let outs = self.reach.on_kad_event(event, now_ms());
+                self.apply_reach(outs);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
@@ -551,7 +572,8 @@ impl Actor {
                 ..
             } => {
                 tracing::debug!(?listener_id, ?reason, "listener closed");
-                self.on_listener_closed(listener_id);
+                let outs = self.reach.listener_closed(listener_id, now_ms());
+                self.apply_reach(outs);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.peers.not_listening(&address);
@@ -572,7 +594,10 @@ impl Actor {
                     &mut outs,
                 );
                 self.apply_peers(outs);
-                self.reach_on_connect(peer_id, connection_id);
+                let outs = self
+                    .reach
+                    .connected(peer_id, connection_id, self.mail.relays());
+                self.apply_reach(outs);
                 if opened {
                     self.outbox_input(outbox::Input::PeerUp(peer_id.to_string()));
                     self.sync_on_connect(peer_id);
@@ -598,12 +623,133 @@ impl Actor {
                 if !self.peers.dial_failed(connection_id, &error.to_string()) {
                     tracing::debug!(?peer_id, "dial failed: {error}");
                 }
-                self.reach_on_dial_failure(connection_id);
+                let connected = peer_id.is_some_and(|p| self.is_online(&p));
+                let outs = self.reach.dial_failed(connection_id, connected);
+                self.apply_reach(outs);
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!("incoming connection failed: {error}");
             }
             other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    /// Dials `peer` directly at the addresses we know; a failure falls back to relays.
+    pub(super) fn dial_peer(&mut self, peer: PeerId) {
+        let outs = self.reach.dial(peer, self.known_dial_addrs(&peer));
+        self.apply_reach(outs);
+    }
+
+    /// Due reservation retries and publications.
+    fn reach_tick(&mut self) {
+        let external: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let listen: Vec<Multiaddr> = self.listen_addrs().cloned().collect();
+        let outs = self.reach.tick(
+            now_ms(),
+            self.mail.relays(),
+            &self.identity,
+            &external,
+            &listen,
+        );
+        self.apply_reach(outs);
+    }
+
+    /// Carries out what [`Reach`] asked for, in order, and hands back the ids it tracks.
+    fn apply_reach(&mut self, outs: Vec<ReachOut>) {
+        let mut queue = VecDeque::from(outs);
+        while let Some(out) = queue.pop_front() {
+            match out {
+                ReachOut::KadAddress { peer, addr } => {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+                ReachOut::NatServer { peer, addr } => {
+                    self.swarm
+                        .behaviour_mut()
+                        .autonat
+                        .add_server(peer, Some(addr));
+                }
+                ReachOut::KadBootstrap => {
+                    let started = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                    self.reach.bootstrap_started(started);
+                }
+                ReachOut::KadGet { peer, key } => {
+                    let query = self.swarm.behaviour_mut().kad.get_record(key);
+                    self.reach.lookup_started(peer, query);
+                }
+                ReachOut::KadFinish(query) => {
+                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&query) {
+                        query.finish();
+                    }
+                }
+                ReachOut::KadPut(record) => {
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    if let Err(e) = kad.put_record(record, Quorum::One) {
+                        tracing::info!("cannot publish our address record: {e}");
+                    }
+                }
+                ReachOut::KadKeep { record, issued_ms } => {
+                    let store = self.swarm.behaviour_mut().kad.store_mut();
+                    reach::keep_if_newer(store, record, issued_ms);
+                }
+                ReachOut::ListenOnCircuit { relay, addr } => match self.swarm.listen_on(addr) {
+                    Ok(listener) => self.reach.listening(relay, listener),
+                    Err(e) => {
+                        tracing::debug!(%relay, "cannot listen through relay: {e}");
+                        self.reach.listen_failed(relay, now_ms());
+                    }
+                },
+                ReachOut::Dial { peer, opts, direct } => {
+                    let connection = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) if direct => self.reach.dialling(peer, connection),
+                        Ok(()) => {}
+                        Err(e) if direct => tracing::debug!(%peer, "cannot dial: {e}"),
+                        Err(e) => tracing::debug!(%peer, "cannot dial through relays: {e}"),
+                    }
+                }
+                ReachOut::ViaRelays(peer) => {
+                    let card_relays = match self.store.contact(&peer.to_string()) {
+                        Ok(Some(contact)) => contact.card.relay_multiaddrs(),
+                        _ => Vec::new(),
+                    };
+                    queue.extend(self.reach.via_relays(peer, &card_relays, now_ms()));
+                }
+                ReachOut::Connect {
+                    peer,
+                    opts,
+                    waiters,
+                } => {
+                    let connection = opts.connection_id();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => {
+                            let mut waiters = waiters.into_iter();
+                            if let Some(first) = waiters.next() {
+                                self.await_connection(connection, first);
+                            }
+                            for (_, reply) in waiters {
+                                let _ = reply.send(Ok(peer));
+                            }
+                        }
+                        Err(e) => {
+                            for (addr, reply) in waiters {
+                                let _ = reply.send(Err(NodeError::Dial {
+                                    addr: addr.to_string(),
+                                    detail: e.to_string(),
+                                }));
+                            }
+                        }
+                    }
+                }
+                ReachOut::LearnAddr { peer, addr } => self.learn_addr(peer, addr),
+                ReachOut::Strike { peer, why } => self.strike(peer, why),
+                ReachOut::Emit(event) => self.emit(event),
+                ReachOut::AnswerFind(reply, result) => {
+                    let _ = reply.send(result);
+                }
+                ReachOut::AnswerConnect(reply, result) => {
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 
@@ -639,7 +785,8 @@ impl Actor {
             self.learn_addr(peer_id, addr.clone());
         }
         if info.protocols.contains(&net::KAD_PROTOCOL) {
-            self.learn_dht_server(peer_id, &addrs);
+            let outs = self.reach.dht_server(peer_id, &addrs, now_ms());
+            self.apply_reach(outs);
         }
         let serves_mailbox = info.protocols.contains(&net::MAILBOX_PROTOCOL);
         let outs = self.mail.on_identified(peer_id, serves_mailbox);

@@ -14,7 +14,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
 
@@ -96,18 +95,6 @@ pub(super) struct MailClient {
     queued: HashMap<String, VecDeque<MessageId>>,
     /// Outcome of the last fetch per relay.
     fetched: HashMap<PeerId, bool>,
-}
-
-/// The relays among `addrs`: addresses that end in `/p2p/<peer id>`.
-pub(super) fn relay_addrs(addrs: &[Multiaddr]) -> Vec<(PeerId, Multiaddr)> {
-    addrs
-        .iter()
-        .filter_map(|addr| match addr.iter().last() {
-            Some(Protocol::P2p(peer)) => Some((peer, addr.clone())),
-            _ => None,
-        })
-        .take(MAX_CARD_RELAYS)
-        .collect()
 }
 
 impl MailClient {

@@ -533,6 +533,18 @@ fn parse_chat(chat: &str) -> NodeResult<ChatId> {
         .map_err(|e: crate::model::BadChatId| NodeError::InvalidArgument(e.to_string()))
 }
 
+/// The relays among `addrs`: addresses that end in `/p2p/<peer id>`.
+fn relay_addrs(addrs: &[Multiaddr]) -> Vec<(PeerId, Multiaddr)> {
+    addrs
+        .iter()
+        .filter_map(|addr| match addr.iter().last() {
+            Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some((peer, addr.clone())),
+            _ => None,
+        })
+        .take(mail_client::MAX_CARD_RELAYS)
+        .collect()
+}
+
 /// Milliseconds since the Unix epoch, from the system clock.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
