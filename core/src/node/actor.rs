@@ -42,34 +42,34 @@ const MAX_COMMAND_BATCH: usize = 256;
 /// How long a shutdown waits for deposits (messages, receipts) still on their way to a relay.
 const SHUTDOWN_GRACE_MS: u64 = 10_000;
 pub(super) struct Actor {
-    pub(super) swarm: Swarm<Behaviour>,
-    pub(super) store: Box<dyn Store>,
-    pub(super) identity: Identity,
-    pub(super) name: String,
-    pub(super) card: ContactCard,
-    pub(super) clock: HlcClock,
+    swarm: Swarm<Behaviour>,
+    store: Box<dyn Store>,
+    identity: Identity,
+    name: String,
+    card: ContactCard,
+    clock: HlcClock,
     /// Direct messages: the outbox and the requests in flight.
-    pub(super) direct: Direct,
-    pub(super) events: broadcast::Sender<Event>,
+    direct: Direct,
+    events: broadcast::Sender<Event>,
     commands: mpsc::Receiver<Command>,
     /// Address book, connections, LAN peers, strikes.
-    pub(super) peers: Peers,
-    pub(super) bootstrap: Vec<Multiaddr>,
+    peers: Peers,
+    bootstrap: Vec<Multiaddr>,
     dial_on_start: bool,
     /// The mailbox we keep for others, on relay nodes only.
     mailbox: Option<MailboxServer>,
     /// The group topics we carry for clients, on relay nodes only.
-    pub(super) group_relay: Option<GroupRelay>,
+    group_relay: Option<GroupRelay>,
     /// Deposits mail at relays under a throwaway identity.
-    pub(super) courier: net::Courier,
+    courier: net::Courier,
     /// Our relays, our fetches and deposits.
-    pub(super) mail: MailClient,
+    mail: MailClient,
     /// Relay reservations, NAT status, DHT lookups.
-    pub(super) reach: Reach,
+    reach: Reach,
     /// Our groups.
-    pub(super) groups: Groups,
+    groups: Groups,
     /// Group history repair in progress.
-    pub(super) sync: SyncState,
+    sync: SyncState,
     /// Shutting down: who to answer, and when to stop waiting for deposits in flight.
     stopping: Option<(Reply<()>, u64)>,
 }
@@ -443,7 +443,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn emit(&self, event: Event) {
+    fn emit(&self, event: Event) {
         // No subscriber is fine: the store already holds what the event reports.
         let _ = self.events.send(event);
     }
@@ -508,12 +508,12 @@ impl Actor {
         }
     }
 
-    pub(super) fn is_online(&self, peer: &PeerId) -> bool {
+    fn is_online(&self, peer: &PeerId) -> bool {
         self.peers.is_connected(peer)
     }
 
     /// Remembers what identify told us about a new contact's addresses, if connected.
-    pub(super) fn remember_current_addrs(&self, peer: &PeerId) {
+    fn remember_current_addrs(&self, peer: &PeerId) {
         self.peers.remember_addrs(peer, self.store.as_ref());
     }
 
@@ -635,7 +635,7 @@ impl Actor {
     }
 
     /// Dials `peer` directly at the addresses we know; a failure falls back to relays.
-    pub(super) fn dial_peer(&mut self, peer: PeerId) {
+    fn dial_peer(&mut self, peer: PeerId) {
         let outs = self.reach.dial(peer, self.known_dial_addrs(&peer));
         self.apply_reach(outs);
     }
@@ -915,45 +915,41 @@ impl Actor {
     }
 
     /// Counts misbehaviour; a peer that keeps sending garbage is disconnected.
-    pub(super) fn strike(&mut self, peer: PeerId, why: &str) {
+    fn strike(&mut self, peer: PeerId, why: &str) {
         let mut outs = Vec::new();
         self.peers.strike(peer, why, &mut outs);
         self.apply_peers(outs);
     }
 
     /// Adds an address to the book and the swarm.
-    pub(super) fn learn_addr(&mut self, peer: PeerId, addr: Multiaddr) {
+    fn learn_addr(&mut self, peer: PeerId, addr: Multiaddr) {
         let mut outs = Vec::new();
         self.peers.learn_addr(peer, addr, &mut outs);
         self.apply_peers(outs);
     }
 
     /// Peers we hold a connection to.
-    pub(super) fn connected_peers(&self) -> Vec<PeerId> {
+    fn connected_peers(&self) -> Vec<PeerId> {
         self.peers.connected()
     }
 
     /// Every address we know for `peer`, newest first.
-    pub(super) fn known_dial_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+    fn known_dial_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.peers.dial_addrs(peer)
     }
 
     /// Our listen addresses.
-    pub(super) fn listen_addrs(&self) -> impl Iterator<Item = &Multiaddr> {
+    fn listen_addrs(&self) -> impl Iterator<Item = &Multiaddr> {
         self.peers.listen_addrs()
     }
 
     /// Answers `reply` when connection `id` (being dialled) opens or fails.
-    pub(super) fn await_connection(
-        &mut self,
-        id: ConnectionId,
-        waiter: (Multiaddr, Reply<PeerId>),
-    ) {
+    fn await_connection(&mut self, id: ConnectionId, waiter: (Multiaddr, Reply<PeerId>)) {
         self.peers.await_connection(id, waiter);
     }
 
     /// Keeps a contact's connections open (or stops doing so).
-    pub(super) fn keep(&mut self, peer: PeerId, keep: bool) {
+    fn keep(&mut self, peer: PeerId, keep: bool) {
         if !self.swarm.behaviour_mut().keep_alive.set_kept(peer, keep) {
             tracing::warn!(%peer, "keep-alive set is full");
         }
@@ -1011,7 +1007,7 @@ impl Actor {
     }
 
     /// Ends a batch of group work (see [`Groups::commit`]).
-    pub(super) fn commit_groups(&mut self) -> NodeResult<()> {
+    fn commit_groups(&mut self) -> NodeResult<()> {
         let relayed = self
             .group_relay
             .as_mut()
@@ -1020,7 +1016,7 @@ impl Actor {
     }
 
     /// Joins a group topic with the group scoring (see [`net::group_topic_score`]).
-    pub(super) fn subscribe_scored(&mut self, topic: IdentTopic) -> Result<bool, String> {
+    fn subscribe_scored(&mut self, topic: IdentTopic) -> Result<bool, String> {
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         gossipsub.set_topic_params(topic.clone(), net::group_topic_score())?;
         gossipsub.subscribe(&topic).map_err(|e| e.to_string())
@@ -1029,7 +1025,7 @@ impl Actor {
     /// Publishes what waits for gossip in group `id`, oldest first, until gossipsub
     /// refuses (nobody on the topic yet: tried again when a peer subscribes or at the next
     /// tick).
-    pub(super) fn flush_unpublished(&mut self, id: &GroupId) {
+    fn flush_unpublished(&mut self, id: &GroupId) {
         let topic = IdentTopic::new(topic_for(id));
         while let Some(bytes) = self.groups.next_unpublished(id).map(<[u8]>::to_vec) {
             match self
@@ -1052,21 +1048,21 @@ impl Actor {
     }
 
     /// Retries every group's unpublished items (at a tick).
-    pub(super) fn flush_all_unpublished(&mut self) {
+    fn flush_all_unpublished(&mut self) {
         for id in self.groups.waiting() {
             self.flush_unpublished(&id);
         }
     }
 
     /// One of our items reached a member by sync: our message is `sent` if it was pending.
-    pub(super) fn handed_over(&mut self, item_id: &MessageId) {
+    fn handed_over(&mut self, item_id: &MessageId) {
         if let Some(message) = self.groups.handed_over(item_id) {
             self.update_status(&message, MessageStatus::Sent);
         }
     }
 
     /// Items from a sync peer: taken like gossip and made durable at once; how many were new.
-    pub(super) fn take_synced(&mut self, items: &[Vec<u8>]) -> usize {
+    fn take_synced(&mut self, items: &[Vec<u8>]) -> usize {
         self.with_groups(|groups, io, out| groups.take_synced(io, items, out))
     }
 
@@ -1177,13 +1173,13 @@ impl Actor {
     }
 
     /// Feeds the outbox and carries out what it decides.
-    pub(super) fn outbox_input(&mut self, input: outbox::Input) {
+    fn outbox_input(&mut self, input: outbox::Input) {
         self.with_direct(|direct, io, out| direct.handle(io, input, out));
     }
 
     /// Opens, checks, dedups and stores envelopes (see [`Direct::store_envelopes`]); what
     /// they cause (an invite taken, receipts) is done before the acks are returned.
-    pub(super) fn store_envelopes(
+    fn store_envelopes(
         &mut self,
         sender: Option<PeerId>,
         envelopes: &[Vec<u8>],
@@ -1192,12 +1188,12 @@ impl Actor {
     }
 
     /// Seals one of our messages for the owner of `card` (a mailbox deposit).
-    pub(super) fn seal_for(&mut self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
+    fn seal_for(&mut self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
         self.with_direct(|_, io, _| direct::seal(io, card, id))
     }
 
     /// Sets a message's status and announces it.
-    pub(super) fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
+    fn update_status(&mut self, id: &MessageId, status: MessageStatus) {
         if let Some(event) = direct::update_status(self.store.as_ref(), id, status) {
             self.emit(event);
         }
@@ -1247,7 +1243,7 @@ fn seed() -> u64 {
 /// Group history repair: the actor's side of [`SyncState`] (it sends, sync decides).
 impl Actor {
     /// Starts reconciling `group` with `peer` unless a session is running.
-    pub(super) fn start_sync(&mut self, group: &GroupId, peer: PeerId) {
+    fn start_sync(&mut self, group: &GroupId, peer: PeerId) {
         let mut out = Vec::new();
         let view = NodeView::new(&*self.store, self.groups.sessions(), &self.identity);
         self.sync.start(*group, peer, &view, &mut out);
@@ -1399,7 +1395,7 @@ impl Actor {
     }
 
     /// `peer` is unreachable: deposit its unsent messages at the relays its card lists.
-    pub(super) fn deposit_for(&mut self, peer: &str) {
+    fn deposit_for(&mut self, peer: &str) {
         let Ok(Some(contact)) = self.store.contact(peer) else {
             return;
         };
@@ -1435,7 +1431,7 @@ impl Actor {
     }
 
     /// Leaves a receipt for `to` at the relays its card lists.
-    pub(super) fn deposit_receipt(&mut self, card: &ContactCard, to: &str, envelope: Vec<u8>) {
+    fn deposit_receipt(&mut self, card: &ContactCard, to: &str, envelope: Vec<u8>) {
         for relay in self.courier_relays(&card.relay_multiaddrs()) {
             let request = self.courier.behaviour_mut().send_request(
                 &relay,
@@ -1551,7 +1547,7 @@ impl Actor {
 
     /// A client joined a group topic, so a relay joins it too and carries its traffic
     /// between members that reach each other only through the relay (see `group_relay`).
-    pub(super) fn relay_topic(&mut self, topic: &TopicHash, client: PeerId) {
+    fn relay_topic(&mut self, topic: &TopicHash, client: PeerId) {
         let Some(join) = self
             .group_relay
             .as_ref()
@@ -1571,12 +1567,12 @@ impl Actor {
     }
 
     /// Whether we carry `topic` for clients, as a relay.
-    pub(super) fn relays_topic(&self, topic: &TopicHash) -> bool {
+    fn relays_topic(&self, topic: &TopicHash) -> bool {
         self.group_relay.as_ref().is_some_and(|r| r.carries(topic))
     }
 
     /// A gossip item on a topic we carry for clients: the verdict to report.
-    pub(super) fn relay_item(&mut self, topic: &TopicHash, bytes: &[u8]) -> MessageAcceptance {
+    fn relay_item(&mut self, topic: &TopicHash, bytes: &[u8]) -> MessageAcceptance {
         match self.group_relay.as_mut() {
             Some(relay) => relay.on_gossip(&*self.store, topic, bytes),
             None => MessageAcceptance::Ignore,
@@ -1584,18 +1580,14 @@ impl Actor {
     }
 
     /// Whether we answer sync for `group` as a relay that carries it.
-    pub(super) fn relays_group(&self, group: &crate::crypto::group::GroupId) -> bool {
+    fn relays_group(&self, group: &crate::crypto::group::GroupId) -> bool {
         self.group_relay
             .as_ref()
             .is_some_and(|r| r.carries_group(group))
     }
 
     /// Items a member pushed to us as the group's relay; how many were new.
-    pub(super) fn take_relayed(
-        &mut self,
-        group: &crate::crypto::group::GroupId,
-        items: &[Vec<u8>],
-    ) -> usize {
+    fn take_relayed(&mut self, group: &crate::crypto::group::GroupId, items: &[Vec<u8>]) -> usize {
         self.group_relay
             .as_ref()
             .map_or(0, |r| r.take_pushed(&*self.store, group, items))

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use libp2p::PeerId;
 use libp2p::request_response::OutboundRequestId;
 
-use super::{NodeError, NodeResult, Reply};
+use super::{NodeError, NodeResult, Reply, check_text};
 use crate::crypto;
 use crate::event::Event;
 use crate::identity::{ContactCard, Identity};
@@ -134,16 +134,7 @@ impl Direct {
         if io.store.contact(&to)?.is_none() {
             return Err(NodeError::NotAContact(peer));
         }
-        if text.trim().is_empty() {
-            return Err(NodeError::InvalidArgument("the message is empty".into()));
-        }
-        if text.len() > wire::MAX_TEXT_BYTES {
-            return Err(NodeError::InvalidArgument(format!(
-                "the message is {} bytes; the limit is {} bytes",
-                text.len(),
-                wire::MAX_TEXT_BYTES
-            )));
-        }
+        check_text(text)?;
         if !self.outbox.has_room() {
             return Err(NodeError::OutboxFull(self.outbox.len()));
         }

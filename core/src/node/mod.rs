@@ -533,6 +533,21 @@ fn parse_chat(chat: &str) -> NodeResult<ChatId> {
         .map_err(|e: crate::model::BadChatId| NodeError::InvalidArgument(e.to_string()))
 }
 
+/// A chat message's text must say something and fit [`crate::wire::MAX_TEXT_BYTES`].
+fn check_text(text: &str) -> NodeResult<()> {
+    if text.trim().is_empty() {
+        return Err(NodeError::InvalidArgument("the message is empty".into()));
+    }
+    if text.len() > crate::wire::MAX_TEXT_BYTES {
+        return Err(NodeError::InvalidArgument(format!(
+            "the message is {} bytes; the limit is {} bytes",
+            text.len(),
+            crate::wire::MAX_TEXT_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// The relays among `addrs`: addresses that end in `/p2p/<peer id>`.
 fn relay_addrs(addrs: &[Multiaddr]) -> Vec<(PeerId, Multiaddr)> {
     addrs

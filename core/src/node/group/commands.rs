@@ -10,12 +10,13 @@ use crate::crypto;
 use crate::crypto::group::GroupId;
 use crate::identity::{self, ContactCard};
 use crate::model::{ContactState, MessageId, MessageStatus, OutboxEntry, StoredMessage};
+use crate::node::check_text;
 use crate::node::{NodeError, NodeResult};
 use crate::proto::group::invite::invite_items;
 use crate::proto::group::session::{Ctx, GroupSession, SessionError};
 use crate::store::Store;
+use crate::wire::Body;
 use crate::wire::group::LogItem;
-use crate::wire::{self, Body};
 
 /// Room an invite leaves for the sender's card, the payload fields and what `group_add`
 /// writes before sending it (the add op, the newcomer's card, our key for them).
@@ -203,16 +204,7 @@ impl Groups {
         text: &str,
         out: &mut Vec<GroupOut>,
     ) -> NodeResult<MessageId> {
-        if text.trim().is_empty() {
-            return Err(NodeError::InvalidArgument("the message is empty".into()));
-        }
-        if text.len() > wire::MAX_TEXT_BYTES {
-            return Err(NodeError::InvalidArgument(format!(
-                "the message is {} bytes; the limit is {} bytes",
-                text.len(),
-                wire::MAX_TEXT_BYTES
-            )));
-        }
+        check_text(text)?;
         let message_id = new_id()?;
         let hlc = io.clock.tick(io.now);
         let item = self
