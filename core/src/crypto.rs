@@ -82,9 +82,13 @@ fn noise_err(e: snow::Error) -> CryptoError {
 
 /// A fresh X25519 keypair `(secret, public)` from the OS's randomness.
 pub fn generate_msg_keypair() -> Result<([u8; 32], [u8; 32]), CryptoError> {
-    let keypair = snow::Builder::new(params()?)
-        .generate_keypair()
-        .map_err(noise_err)?;
+    msg_keypair_from(os_random()?)
+}
+
+/// The X25519 keypair `(secret, public)` made from 32 random bytes the caller drew (a
+/// seeded simulator passes its own; everyone else goes through [`generate_msg_keypair`]).
+pub fn msg_keypair_from(random: [u8; 32]) -> Result<([u8; 32], [u8; 32]), CryptoError> {
+    let keypair = builder(random)?.generate_keypair().map_err(noise_err)?;
     let secret: [u8; 32] = keypair
         .private
         .as_slice()
@@ -96,6 +100,58 @@ pub fn generate_msg_keypair() -> Result<([u8; 32], [u8; 32]), CryptoError> {
         .try_into()
         .map_err(|_| CryptoError::Noise("public key length".into()))?;
     Ok((secret, public))
+}
+
+fn os_random() -> Result<[u8; 32], CryptoError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| CryptoError::Noise(format!("no randomness: {e}")))?;
+    Ok(bytes)
+}
+
+/// A Noise builder whose only randomness is `random` (one key's worth): the primitives are
+/// snow's own, the random source is the caller's.
+fn builder(random: [u8; 32]) -> Result<snow::Builder<'static>, CryptoError> {
+    let resolver = snow::resolvers::FallbackResolver::new(
+        Box::new(Given(random)),
+        Box::new(snow::resolvers::DefaultResolver),
+    );
+    Ok(snow::Builder::with_resolver(params()?, Box::new(resolver)))
+}
+
+/// Resolves only the random source: 32 given bytes, handed out once.
+struct Given([u8; 32]);
+
+impl snow::resolvers::CryptoResolver for Given {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        Some(Box::new(Once(Some(self.0))))
+    }
+    fn resolve_dh(&self, _: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        None
+    }
+    fn resolve_hash(&self, _: &snow::params::HashChoice) -> Option<Box<dyn snow::types::Hash>> {
+        None
+    }
+    fn resolve_cipher(
+        &self,
+        _: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        None
+    }
+}
+
+/// 32 bytes that may be drawn once; any other draw fails rather than repeat them.
+struct Once(Option<[u8; 32]>);
+
+impl snow::types::Random for Once {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        match self.0.take() {
+            Some(bytes) if dest.len() == bytes.len() => {
+                dest.copy_from_slice(&bytes);
+                Ok(())
+            }
+            _ => Err(snow::Error::Rng),
+        }
+    }
 }
 
 /// The bucket a plaintext of `len` bytes is padded to.
@@ -139,8 +195,19 @@ pub fn seal(
     recipient_public: &[u8; 32],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
+    seal_with(sender_secret, recipient_public, plaintext, os_random()?)
+}
+
+/// [`seal`] with the ephemeral key made from `random`, 32 fresh random bytes the caller
+/// drew (group sessions draw them from the randomness they are given).
+pub fn seal_with(
+    sender_secret: &[u8; 32],
+    recipient_public: &[u8; 32],
+    plaintext: &[u8],
+    random: [u8; 32],
+) -> Result<Vec<u8>, CryptoError> {
     let padded = pad(plaintext)?;
-    let mut handshake = snow::Builder::new(params()?)
+    let mut handshake = builder(random)?
         .local_private_key(sender_secret)
         .map_err(noise_err)?
         .remote_public_key(recipient_public)

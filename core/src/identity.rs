@@ -222,13 +222,23 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// A new identity from 32 bytes of OS randomness (and a fresh X25519 message key).
     pub fn generate() -> Result<Self, IdentityError> {
-        let mut seed = [0u8; 32];
+        let mut seed = [0u8; 64];
         getrandom::getrandom(&mut seed).map_err(|e| IdentityError::Random(e.to_string()))?;
-        let signing = SigningKey::from_bytes(&seed);
-        let (msg_secret, msg_public) = crate::crypto::generate_msg_keypair()
+        Self::from_random(seed)
+    }
+
+    /// The identity made from 64 random bytes the caller drew: the ed25519 key from the
+    /// first half, the X25519 message key from the second. A seeded simulator passes its
+    /// own; everyone else goes through [`Identity::generate`].
+    pub fn from_random(random: [u8; 64]) -> Result<Self, IdentityError> {
+        let mut sign_seed = [0u8; 32];
+        let mut msg_seed = [0u8; 32];
+        sign_seed.copy_from_slice(&random[..32]);
+        msg_seed.copy_from_slice(&random[32..]);
+        let (msg_secret, msg_public) = crate::crypto::msg_keypair_from(msg_seed)
             .map_err(|e| IdentityError::Random(e.to_string()))?;
         Ok(Self {
-            signing,
+            signing: SigningKey::from_bytes(&sign_seed),
             msg_secret,
             msg_public,
         })

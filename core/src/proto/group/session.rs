@@ -598,7 +598,8 @@ impl GroupSession {
         let mut sealed = Vec::with_capacity(owed.len());
         for (card, state) in owed {
             let plain = postcard::to_stdvec(&state).map_err(|e| crypto_err(e.to_string()))?;
-            let copy = crypto::seal(&ctx.me.msg_secret, &card.msg_key, &plain)
+            let random = ctx.random.bytes32().map_err(crypto_err)?;
+            let copy = crypto::seal_with(&ctx.me.msg_secret, &card.msg_key, &plain, random)
                 .map_err(|e| crypto_err(e.to_string()))?;
             sealed.push((card.identity, copy));
         }
