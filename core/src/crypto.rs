@@ -104,7 +104,8 @@ pub fn msg_keypair_from(random: [u8; 32]) -> Result<([u8; 32], [u8; 32]), Crypto
 
 fn os_random() -> Result<[u8; 32], CryptoError> {
     let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).map_err(|e| CryptoError::Noise(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| CryptoError::Noise(format!("no randomness: {e}")))?;
     Ok(bytes)
 }
 

@@ -749,8 +749,15 @@ fn group_sim_a_seed_replays_exactly() {
     };
     for seed in [3, 41] {
         let first = logs(&world_after(seed));
-        assert!(first.iter().any(|log| !log.is_empty()), "seed {seed} did nothing");
-        assert_eq!(first, logs(&world_after(seed)), "seed {seed} ran differently");
+        assert!(
+            first.iter().any(|log| !log.is_empty()),
+            "seed {seed} did nothing"
+        );
+        assert_eq!(
+            first,
+            logs(&world_after(seed)),
+            "seed {seed} ran differently"
+        );
     }
 }
 
@@ -767,7 +774,6 @@ fn run_seeds(first: u64, count: u64) {
             (first..first + count).collect()
         }
     };
-    let mut known = Vec::new();
     let mut failed = Vec::new();
     for seed in seeds {
         if let Err(e) = run_seed(seed) {
@@ -775,18 +781,8 @@ fn run_seeds(first: u64, count: u64) {
                 "group simulation failed with seed {seed}: {e}\n\
                  replay: BONGHWA_SIM_SEED={seed} cargo test -p bonghwa-core group_sim"
             );
-            if KNOWN_BUGS.iter().any(|bug| e.contains(bug)) {
-                known.push(seed);
-            } else {
-                failed.push(seed);
-            }
+            failed.push(seed);
         }
-    }
-    if !known.is_empty() {
-        eprintln!(
-            "\n!!!!!!!! group simulation: seeds {known:?} hit the known, unfixed bugs listed \
-             at KNOWN_BUGS in proto/group/sim.rs !!!!!!!!\n"
-        );
     }
     assert!(
         failed.is_empty(),
@@ -804,19 +800,6 @@ fn group_sim_members_converge_and_removed_members_read_nothing_new() {
 fn group_sim_second_half_of_the_seeds() {
     run_seeds(DEFAULT_SEEDS / 2, DEFAULT_SEEDS / 2);
 }
-
-/// Bugs the simulator found that are not fixed yet, by the start of the checker's
-/// message. A seed that hits one is reported loudly on every run; any other failure fails
-/// the test. Each hits about 1 seed in 500, not always the same ones (item ids come from OS
-/// randomness, so ties in the item order differ between runs).
-/// - A removed member is let back in by an op signed after its removal (seen with seeds
-///   633, 833, 904, 911, 970).
-/// - After concurrent removals, two members holding the same log disagree on who is in,
-///   each keeping itself (seen with seed 1528).
-const KNOWN_BUGS: &[&str] = &[
-    "lets in a puppet of member",
-    "members disagree on who is in",
-];
 
 /// Seeds one `cargo test` runs.
 const DEFAULT_SEEDS: u64 = 2_000;
