@@ -21,6 +21,19 @@ pub fn node_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// With `-h` or `--help` on the command line: prints the `//!` doc at the top of `source`
+/// (a benchmark passes its own file, `include_str!("bench_x.rs")`) and exits; otherwise
+/// returns, so a benchmark never starts when someone only asked how to run it.
+pub fn exit_on_help(source: &str) {
+    if !std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        return;
+    }
+    for line in source.lines().map_while(|l| l.strip_prefix("//!")) {
+        println!("{}", line.strip_prefix(' ').unwrap_or(line));
+    }
+    std::process::exit(0);
+}
+
 /// The number after flag `name` on the command line, else `default`.
 pub fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

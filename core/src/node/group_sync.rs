@@ -160,7 +160,7 @@ impl SyncView for NodeView<'_> {
     fn access(&self, group: &GroupId, peer: &PeerId) -> Access {
         match self.sessions.get(group) {
             Some(g) if g.is_member(&self.me) && g.current_member(peer).is_some() => Access::Member,
-            Some(g) if g.is_member(&self.me) && g.ever_member(peer).is_some() => Access::Former,
+            Some(g) if g.ever_member(peer).is_some() => Access::Former,
             _ => Access::None,
         }
     }
@@ -185,10 +185,12 @@ impl SyncView for NodeView<'_> {
 pub(super) enum Access {
     /// A member (in our view, and we are one): everything.
     Member,
-    /// Someone who was a member: the membership ops only. Views of who is in can differ
-    /// for a while (ops travel in any order); without the ops it lacks, a member we think
-    /// is out could never learn why, and two sides that each think the other is out would
-    /// refuse each other for good (found by the group simulator).
+    /// Someone who was a member, or anyone who was while we are out ourselves: the
+    /// membership ops only. Views of who is in can differ for a while (ops travel in any
+    /// order); without the ops it lacks, a member we think is out could never learn why,
+    /// two sides that each think the other is out would refuse each other for good, and
+    /// members who think we are in would never learn the op that put us out when we are
+    /// the last to hold it (both found by the group simulator).
     Former,
     /// Nothing.
     None,

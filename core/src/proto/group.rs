@@ -170,6 +170,32 @@ impl Membership {
             .collect()
     }
 
+    /// The held ops that remove `key` (its removals and its leave), whether or not they
+    /// took effect.
+    #[cfg(test)]
+    pub(crate) fn removals_of(&self, key: &[u8; 32]) -> BTreeSet<OpId> {
+        self.ops
+            .iter()
+            .filter(|(_, op)| match op.op {
+                MembershipOp::Remove { member } => member == *key,
+                MembershipOp::Leave => op.author == *key,
+                _ => false,
+            })
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
+
+    /// The removals and leaves that take effect in the fold of the held ops (one that a
+    /// removal of its author cancelled, or whose author was no longer a member, does not).
+    #[cfg(test)]
+    pub(crate) fn removals_in_effect(&self) -> BTreeSet<OpId> {
+        fold_with_removals(&self.ops)
+            .1
+            .into_iter()
+            .map(|((_, id), _)| id)
+            .collect()
+    }
+
     /// Verifies and takes one op; a repeat changes nothing.
     pub fn apply(&mut self, op: SignedOp) -> Result<Change, MembershipError> {
         self.apply_all([op])
@@ -233,12 +259,17 @@ type Removal = ((Hlc, OpId), [u8; 32]);
 /// module's rules) until nothing more is cancelled. Pure and total: invalid steps are
 /// skipped, never errors, so every member holding the same ops gets the same state.
 fn fold(ops: &Ops) -> GroupState {
+    fold_with_removals(ops).0
+}
+
+/// [`fold`], with the removals that took effect in it.
+fn fold_with_removals(ops: &Ops) -> (GroupState, Vec<Removal>) {
     let hlc_of: HashMap<OpId, Hlc> = ops.keys().map(|(hlc, id)| (*id, *hlc)).collect();
     let mut cancelled: BTreeSet<OpId> = BTreeSet::new();
     loop {
         let (state, removals) = fold_once(ops, &hlc_of, &cancelled);
         let mut more = false;
-        for (at, gone) in removals {
+        for &(at, gone) in &removals {
             let known = ancestors(ops, &hlc_of, at);
             for ((_, id), op) in ops.range(..at) {
                 let founding = matches!(op.op, MembershipOp::Create { .. });
@@ -249,7 +280,7 @@ fn fold(ops: &Ops) -> GroupState {
         }
         // Each round cancels at least one more op, so this ends.
         if !more {
-            return state;
+            return (state, removals);
         }
     }
 }

@@ -27,6 +27,7 @@ fn cpu_ms(pid: u32) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    bonghwa_tests::bench::exit_on_help(include_str!("bench_direct.rs"));
     let latency_n = arg("--latency", 1000);
     let throughput_n = arg("--throughput", 10_000);
     let bin = node_bin()?;

@@ -280,6 +280,7 @@ fn eccentricity(adjacency: &[BTreeSet<usize>], from: usize) -> (usize, usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    bonghwa_tests::bench::exit_on_help(include_str!("bench_group.rs"));
     bonghwa_tests::init_logging();
     let n = arg("--nodes", 30).max(2);
     let degree = arg("--degree", 4);

@@ -52,6 +52,7 @@ async fn ask(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    bonghwa_tests::bench::exit_on_help(include_str!("bench_mailbox.rs"));
     let deposits = arg("--deposits", 100_000);
     let size = arg("--size", 1024);
     let catchup = arg("--catchup", 1000);

@@ -313,6 +313,7 @@ async fn idle_cpu(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    bonghwa_tests::bench::exit_on_help(include_str!("bench_relay.rs"));
     let max = arg("--max", 5000);
     let first = arg("--first", 500);
     let step = arg("--step", 1000).max(1);

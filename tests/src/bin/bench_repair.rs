@@ -233,6 +233,7 @@ fn without_colours(line: &str) -> String {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
+    bonghwa_tests::bench::exit_on_help(include_str!("bench_repair.rs"));
     let n = arg("--messages", 10_000).max(2);
     let half = n / 2;
     let n = half * 2;

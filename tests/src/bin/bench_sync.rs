@@ -327,6 +327,7 @@ fn run_case(case: &Case, seed: u64, repeat: usize, envelope_bytes: usize) -> any
 }
 
 fn main() -> anyhow::Result<()> {
+    bonghwa_tests::bench::exit_on_help(include_str!("bench_sync.rs"));
     let shared = arg("--shared", 20_000);
     let diverged = arg("--diverged", 10_000);
     let seed = arg("--seed", 1) as u64;

@@ -9,14 +9,18 @@
 //! touches a socket, a file or the wall clock, so `sim.rs` runs thousands of seeded
 //! groups with lost, doubled, reordered and delayed items.
 //!
-//! Two things are deferred to [`GroupSession::flush`], which the node calls once per batch
-//! of work (a round of swarm events, an invite, a command):
-//! - **sealing our key** to members that lack it. Cards and ops arrive one at a time; sealing
-//!   at each arrival made one `Keys` item per member per newcomer (a group of 128 set up
-//!   with some 16,000 key items, each gossiped to everyone: the super-linear set-up cost);
+//! Two things are deferred:
+//! - **sealing our key** to members that lack it, until they need it: at our next send
+//!   (one `Keys` item for everyone owed, just before the message), or at the end of the
+//!   batch ([`GroupSession::flush`]) for a member whose card arrives after we sent
+//!   something it should read. Cards and ops arrive one at a time; sealing at each
+//!   arrival made one `Keys` item per member per newcomer (a group of 128 set up with
+//!   some 16,000 key items, each gossiped to everyone), and sealing once per batch still
+//!   made one per member per batch (128 members listed each other after 143 s). A member
+//!   that never sends never seals;
 //! - **saving the record**: [`GroupSession::take_dirty`] says it changed, and the node
-//!   writes it once, before the batch's items (crash order: an item is stored after what
-//!   it caused).
+//!   writes it once per batch of work (a round of swarm events, an invite, a command),
+//!   before the batch's items (crash order: an item is stored after what it caused).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -173,7 +177,7 @@ pub struct GroupSession {
     my_key: Option<SenderKey>,
     /// The chain as it was before each of our latest sends (≤ [`MAX_CHECKPOINTS`], this
     /// generation only), with the send's HLC: a member we learn of late gets our key from
-    /// the first message we sent after it was added, not from now (see `key_for`).
+    /// the first message we sent after it was added, not from now (see `checkpoint_for`).
     checkpoints: VecDeque<(Hlc, ChainState)>,
     /// Other members' chains, by identity key.
     chains: BTreeMap<[u8; 32], ReceiverChain>,
@@ -189,10 +193,19 @@ pub struct GroupSession {
     /// Authors with a key item held aside (see `take_keys`); not persisted: after a
     /// restart every author with held items counts.
     held_keys: BTreeSet<[u8; 32]>,
-    /// Some member may lack our key: seal it at the next [`GroupSession::flush`].
+    /// Some member may lack our key: [`GroupSession::flush`] looks whether it needs it now.
     owes_keys: bool,
     /// The record changed since [`GroupSession::take_dirty`].
     dirty: bool,
+}
+
+/// Which members lacking our key to seal it to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owed {
+    /// All of them: we are about to send.
+    Everyone,
+    /// Those that should read something we already sent.
+    ReadersOfWhatWeSent,
 }
 
 impl GroupSession {
@@ -372,6 +385,18 @@ impl GroupSession {
         self.ever.contains_key(key)
     }
 
+    /// The held ops that remove `key`, in effect or not (for the simulator's checks).
+    #[cfg(test)]
+    pub(crate) fn removals_of(&self, key: &[u8; 32]) -> BTreeSet<crate::wire::group::OpId> {
+        self.membership.removals_of(key)
+    }
+
+    /// The removals in effect in our fold (for the simulator's checks).
+    #[cfg(test)]
+    pub(crate) fn removals_in_effect(&self) -> BTreeSet<crate::wire::group::OpId> {
+        self.membership.removals_in_effect()
+    }
+
     /// The membership ops no other op names (what a new op names as its `deps`).
     pub fn heads(&self) -> Vec<crate::wire::group::OpId> {
         self.membership.heads()
@@ -495,6 +520,8 @@ impl GroupSession {
     ) -> Result<MessageId, SessionError> {
         let id = self.id();
         self.check_member(ctx)?;
+        // Whoever lacks our key gets it now, in the state this message is sealed with.
+        self.seal_owed(ctx, Owed::Everyone, out)?;
         let key = self.my_key.as_mut().ok_or(SessionError::NotAMember)?;
         if self.checkpoints.len() >= MAX_CHECKPOINTS {
             self.checkpoints.pop_front();
@@ -574,12 +601,24 @@ impl GroupSession {
         self.author(ctx, LogBody::Card(card.clone()), out)
     }
 
-    /// End of a batch: seals our current key to every member that lacks it and whose card
-    /// we hold, in one `Keys` item.
+    /// End of a batch: seals our key, in one `Keys` item, to every member that lacks it,
+    /// whose card we hold and that should read something we already sent. The others get
+    /// it with our next send.
     pub fn flush(&mut self, ctx: &mut Ctx<'_>, out: &mut Vec<Output>) -> Result<(), SessionError> {
         if !std::mem::take(&mut self.owes_keys) {
             return Ok(());
         }
+        self.seal_owed(ctx, Owed::ReadersOfWhatWeSent, out)
+    }
+
+    /// Seals our key to the members `who` names that lack it and whose card we hold, in
+    /// one `Keys` item (none if no one is owed).
+    fn seal_owed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        who: Owed,
+        out: &mut Vec<Output>,
+    ) -> Result<(), SessionError> {
         let me = ctx.me.key;
         let Some(key) = self.my_key.as_ref().filter(|_| self.is_member(&me)) else {
             return Ok(());
@@ -590,7 +629,14 @@ impl GroupSession {
             .members
             .iter()
             .filter(|m| **m != me && !self.shared.contains(*m))
-            .filter_map(|m| Some((self.cards.get(m)?, self.key_for(m, key))))
+            .filter_map(|m| {
+                let card = self.cards.get(m)?;
+                match (self.checkpoint_for(m), who) {
+                    (Some(state), _) => Some((card, state)),
+                    (None, Owed::Everyone) => Some((card, key.state().clone())),
+                    (None, Owed::ReadersOfWhatWeSent) => None,
+                }
+            })
             .collect();
         if owed.is_empty() {
             return Ok(());
@@ -859,11 +905,12 @@ impl GroupSession {
         }));
     }
 
-    /// The state of our chain to give `member`: from the first of our kept sends made
-    /// after the op that (last) admitted it, so that what we sent before we knew of it is
-    /// readable there too; nothing from before it was admitted. Our current state if we
-    /// have not sent since (or that send is no longer kept).
-    fn key_for(&self, member: &[u8; 32], key: &SenderKey) -> ChainState {
+    /// The state of our chain to give `member` if we sent since the op that (last)
+    /// admitted it: from the first of those sends still kept, so that what we sent before
+    /// we knew of it is readable there too, and nothing from before it was admitted. `None`
+    /// if we have not sent since (or that send is no longer kept): our current state is
+    /// the one to give it then.
+    fn checkpoint_for(&self, member: &[u8; 32]) -> Option<ChainState> {
         let admitted = self
             .membership
             .ops()
@@ -874,14 +921,12 @@ impl GroupSession {
             })
             .map(|op| op.hlc)
             .max();
-        admitted
-            .and_then(|at| {
-                self.checkpoints
-                    .iter()
-                    .find(|(sent, _)| *sent > at)
-                    .map(|(_, state)| state.clone())
-            })
-            .unwrap_or_else(|| key.state().clone())
+        admitted.and_then(|at| {
+            self.checkpoints
+                .iter()
+                .find(|(sent, _)| *sent > at)
+                .map(|(_, state)| state.clone())
+        })
     }
 
     /// Recomputes who was ever a member (and their peer ids) from the ops.

@@ -99,8 +99,9 @@ struct World {
     /// (author, removed member): the author sealed its key to the member after the
     /// removal (its view had the member back in for a while, as ops arrived).
     reshared: BTreeSet<(usize, usize)>,
-    /// Keys no honest op ever admitted (puppets a removed member tried to add).
-    puppets: BTreeMap<[u8; 32], usize>,
+    /// Keys no honest op ever admitted (puppets a removed member tried to add), with the
+    /// attacker and the ops removing it that it knew of when it signed.
+    puppets: BTreeMap<[u8; 32], (usize, BTreeSet<crate::wire::group::OpId>)>,
     /// The group once created.
     group: Option<crate::crypto::group::GroupId>,
 }
@@ -339,11 +340,12 @@ impl World {
                 }
                 let (ma, mb) = (&self.members[a], &self.members[b]);
                 let Some(sb) = &mb.session else { continue };
-                // As `node/group_sync.rs`: members get everything, former members the ops.
-                if ma.session.is_none() || !mb.in_group() || sb.ever_member(&ma.peer).is_none() {
+                // As `node/group_sync.rs`: members get everything, former members the ops,
+                // and a member that is out itself answers with the ops only.
+                if ma.session.is_none() || sb.ever_member(&ma.peer).is_none() {
                     continue;
                 }
-                let everything = sb.current_member(&ma.peer).is_some();
+                let everything = mb.in_group() && sb.current_member(&ma.peer).is_some();
                 let mut missing: Vec<Vec<u8>> = mb
                     .log
                     .iter()
@@ -487,7 +489,8 @@ impl World {
         let m = &mut self.members[bad];
         let Some(session) = &m.session else { return };
         let puppet = Member::new(self.rng.next());
-        self.puppets.insert(puppet.me.key, bad);
+        let known = session.removals_of(&m.me.key);
+        self.puppets.insert(puppet.me.key, (bad, known));
         let op = SignedOp::sign(
             &m.me.signing,
             group,
@@ -649,9 +652,11 @@ fn check(world: &World) -> Result<(), String> {
                         let author = world.members[sent.author].me.key;
                         return Err(format!(
                             "member {i} never shows {:?}, sent while it was in (item held: {}, \
+                             by its author: {}; members now {finals:?}; \
                              {}; message generation {:?}, keys for it {:?})",
                             sent.text,
                             m.log.contains_key(&sent.item),
+                            world.members[sent.author].log.contains_key(&sent.item),
                             s.debug_chain(&author),
                             generation_of(m, &sent.item),
                             keys_for(m, &author),
@@ -676,18 +681,26 @@ fn check(world: &World) -> Result<(), String> {
             }
         }
     }
-    // No puppet is ever let in, nor any item of a non-member kept.
+    // No op of a non-member is accepted: a puppet is let in only where none of the
+    // attacker's removals it knew of when it signed stands in the fold. (One can fall: a
+    // removal made by someone whom a concurrent removal put out first is cancelled with
+    // the rest of its author's concurrent ops, and its target was never out.)
     for i in 0..world.members.len() {
-        if let Some(s) = &world.members[i].session
-            && let Some((_, by)) = world
-                .puppets
-                .iter()
-                .find(|(k, by)| s.is_member(k) && !s.is_member(&world.members[**by].me.key))
+        let Some(s) = &world.members[i].session else {
+            continue;
+        };
+        let in_effect = s.removals_in_effect();
+        if let Some((_, (by, known))) = world
+            .puppets
+            .iter()
+            .find(|(k, (_, known))| s.is_member(k) && !known.is_disjoint(&in_effect))
         {
             let attacker = world.members[*by].me.key;
             return Err(format!(
-                "member {i} lets in a puppet of member {by} (a member there: {}; removed: {:?})",
+                "member {i} lets in a puppet of member {by}, signed after a removal that \
+                 stands (attacker a member there: {}; removals it knew {}; removed: {:?})",
                 s.is_member(&attacker),
+                known.len(),
                 world.removed,
             ));
         }
