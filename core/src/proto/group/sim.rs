@@ -816,3 +816,60 @@ fn group_sim_second_half_of_the_seeds() {
 
 /// Seeds one `cargo test` runs.
 const DEFAULT_SEEDS: u64 = 2_000;
+
+/// A member that sent before it held a fellow member's card seals its key to that member
+/// when the card comes, without waiting for its next send: otherwise what it sent stays
+/// closed there until it speaks again (perhaps never).
+#[test]
+fn a_card_that_comes_after_a_send_still_lets_that_send_be_read() {
+    let now = 1_000;
+    let (mut a, mut b, mut c) = (Member::new(11), Member::new(21), Member::new(31));
+    let card = a.card.clone();
+    let cards = [b.card.clone(), c.card.clone()];
+    let (session, out) =
+        GroupSession::create(&mut a.ctx(now), "late card", &card, &cards).expect("create");
+    let group = session.id();
+    a.session = Some(session);
+    let mut out = Some(out);
+    a.batch(now, |_, _, o| o.extend(out.take().unwrap_or_default()));
+    let mut log: Vec<(Hlc, Vec<u8>)> = a.log.values().cloned().collect();
+    log.sort();
+    let is_card_of = |bytes: &[u8], key: &[u8; 32]| {
+        LogItem::decode(bytes).is_ok_and(|item| {
+            matches!(item.body, crate::wire::group::LogBody::Card(ref card) if card.identity == *key)
+        })
+    };
+    // b learns the group without c's card (gossip lost it), then sends.
+    b.session = Some(GroupSession::new(group, b.me.key));
+    let (c_card, rest): (Vec<_>, Vec<_>) = log
+        .iter()
+        .map(|(_, bytes)| bytes.clone())
+        .partition(|bytes| is_card_of(bytes, &c.me.key));
+    for bytes in &rest {
+        b.receive(now, bytes);
+    }
+    assert!(b.in_group(), "b took the group");
+    let id = MessageId([7; 32]);
+    let sent = b.batch(now + 1, |s, ctx, out| {
+        let hlc = ctx.clock.tick(ctx.now);
+        s.send(ctx, id, hlc, "before the card", out)
+    });
+    assert!(matches!(sent, Some(Ok(_))), "b sent: {sent:?}");
+    // Now c's card reaches b; b does not send again.
+    for bytes in &c_card {
+        b.receive(now + 2, bytes);
+    }
+    // c holds the whole group and everything b published.
+    c.session = Some(GroupSession::new(group, c.me.key));
+    for (_, bytes) in &log {
+        c.receive(now + 3, bytes);
+    }
+    for bytes in std::mem::take(&mut b.outbox) {
+        c.receive(now + 3, &bytes);
+    }
+    assert_eq!(
+        c.shown.get(&id).map(|(_, text)| text.as_str()),
+        Some("before the card"),
+        "c reads what b sent before b held c's card"
+    );
+}
