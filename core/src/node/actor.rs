@@ -994,6 +994,7 @@ impl Actor {
                     self.outbox_input(outbox::Input::Queued(entry));
                 }
                 GroupOut::Sync(id, peer) => self.start_sync(&id, peer),
+                GroupOut::LogChanged(id) => self.sync.log_changed(&id),
             }
         }
     }
@@ -1011,8 +1012,12 @@ impl Actor {
         let relayed = self
             .group_relay
             .as_mut()
-            .is_some_and(GroupRelay::take_unflushed);
-        self.with_groups(|groups, io, out| groups.commit(io, relayed, out))
+            .map(GroupRelay::take_unflushed)
+            .unwrap_or_default();
+        for group in &relayed {
+            self.sync.log_changed(group);
+        }
+        self.with_groups(|groups, io, out| groups.commit(io, !relayed.is_empty(), out))
     }
 
     /// Joins a group topic with the group scoring (see [`net::group_topic_score`]).
@@ -1282,9 +1287,11 @@ impl Actor {
                     },
                 ..
             } => {
-                let response =
-                    self.sync
-                        .answer(peer, request, &view, |g| self.relays_group(g), &mut out);
+                let relay = self.group_relay.as_ref();
+                let relays_group = |g: &_| relay.is_some_and(|r| r.carries_group(g));
+                let response = self
+                    .sync
+                    .answer(peer, request, &view, relays_group, &mut out);
                 answer = Some((channel, response));
             }
             request_response::Event::Message {
@@ -1579,17 +1586,15 @@ impl Actor {
         }
     }
 
-    /// Whether we answer sync for `group` as a relay that carries it.
-    fn relays_group(&self, group: &crate::crypto::group::GroupId) -> bool {
-        self.group_relay
-            .as_ref()
-            .is_some_and(|r| r.carries_group(group))
-    }
-
     /// Items a member pushed to us as the group's relay; how many were new.
     fn take_relayed(&mut self, group: &crate::crypto::group::GroupId, items: &[Vec<u8>]) -> usize {
-        self.group_relay
+        let new = self
+            .group_relay
             .as_ref()
-            .map_or(0, |r| r.take_pushed(&*self.store, group, items))
+            .map_or(0, |r| r.take_pushed(&*self.store, group, items));
+        if new > 0 {
+            self.sync.log_changed(group);
+        }
+        new
     }
 }

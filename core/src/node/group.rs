@@ -59,6 +59,8 @@ pub(super) enum GroupOut {
     Queue(OutboxEntry),
     /// Reconcile the group with this peer.
     Sync(GroupId, PeerId),
+    /// Items were stored in the group's log (sync's cached set is out of date).
+    LogChanged(GroupId),
 }
 
 /// What a received item did, as gossip sees it.
@@ -261,6 +263,9 @@ impl Groups {
             store.set_group_ids(&ids)?;
             wrote = true;
         }
+        // Said before the writes, so that a failing one cannot leave sync a stale set.
+        let changed: BTreeSet<GroupId> = self.staged.keys().map(|(id, _)| *id).collect();
+        out.extend(changed.into_iter().map(GroupOut::LogChanged));
         for ((id, item), (hlc, bytes)) in std::mem::take(&mut self.staged) {
             store.group_item_put(&id.to_hex(), hlc, &item, &bytes)?;
             wrote = true;

@@ -35,8 +35,9 @@ const RELAY_GROUP_BYTES: u64 = 32 * 1024 * 1024;
 pub(super) struct GroupRelay {
     /// Group topics joined for clients; bounded by [`MAX_RELAYED_TOPICS`].
     relayed: BTreeSet<TopicHash>,
-    /// Items kept from gossip since the last flush (flushed with the actor's batch).
-    unflushed: bool,
+    /// Groups with items kept from gossip since the last flush (flushed with the actor's
+    /// batch).
+    unflushed: BTreeSet<GroupId>,
 }
 
 impl GroupRelay {
@@ -86,13 +87,13 @@ impl GroupRelay {
             return MessageAcceptance::Reject;
         }
         if keep(store, &item, bytes) {
-            self.unflushed = true;
+            self.unflushed.insert(item.group_id);
         }
         MessageAcceptance::Accept
     }
 
-    /// Whether items were kept since the last call (the batch must flush the store).
-    pub(super) fn take_unflushed(&mut self) -> bool {
+    /// The groups with items kept since the last call (the batch must flush the store).
+    pub(super) fn take_unflushed(&mut self) -> BTreeSet<GroupId> {
         std::mem::take(&mut self.unflushed)
     }
 
@@ -197,7 +198,7 @@ mod tests {
         relay.joined(topic.clone());
         let verdict = relay.on_gossip(&store, &topic, b"not an item");
         assert!(matches!(verdict, MessageAcceptance::Reject));
-        assert!(!relay.take_unflushed());
+        assert!(relay.take_unflushed().is_empty());
         assert_eq!(
             relay.take_pushed(&store, &GroupId([3; 32]), &[b"x".to_vec()]),
             0

@@ -10,6 +10,7 @@
 //! actor sends the requests and hands their ids back ([`SyncState::sent`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use libp2p::request_response::OutboundRequestId;
 use libp2p::{Multiaddr, PeerId};
@@ -218,9 +219,36 @@ pub(super) struct SyncState {
     in_flight: HashMap<PeerId, usize>,
     /// When we last dialled a member to keep a group linked (see `keep_group_links`).
     last_dial: HashMap<PeerId, u64>,
+    /// Groups' logs as sync sets, built once and kept until an item is stored in that group
+    /// ([`SyncState::log_changed`]): building one reads the group's whole index from the
+    /// store and sorts it, and every session needs it for each of its rounds (at 128
+    /// members this rebuilding took a quarter of the process's CPU).
+    logs: HashMap<GroupId, Arc<SyncSet>>,
 }
 
+/// Sync sets kept at most (our groups and the groups we relay); past it the cache starts
+/// again from empty.
+const MAX_CACHED_LOGS: usize = 1_024;
+
 impl SyncState {
+    /// `group`'s log as a sync set, from the cache or built from `view`.
+    fn log(&mut self, view: &impl SyncView, group: &GroupId) -> Arc<SyncSet> {
+        if let Some(set) = self.logs.get(group) {
+            return Arc::clone(set);
+        }
+        if self.logs.len() >= MAX_CACHED_LOGS {
+            self.logs.clear();
+        }
+        let set = Arc::new(view.log(group));
+        self.logs.insert(*group, Arc::clone(&set));
+        set
+    }
+
+    /// Items were stored in `group`'s log: the next session reads it again.
+    pub(super) fn log_changed(&mut self, group: &GroupId) {
+        self.logs.remove(group);
+    }
+
     /// When the next round is due, if we are in any group.
     pub(super) fn next_round(&self, in_groups: bool) -> Option<u64> {
         in_groups.then(|| self.last_round.saturating_add(SYNC_INTERVAL_MS))
@@ -247,7 +275,7 @@ impl SyncState {
             return;
         }
         let initiator = Initiator::new(Limits::default());
-        let message = initiator.initiate(&view.log(&group));
+        let message = initiator.initiate(&self.log(view, &group));
         let request = SyncRequest::Reconcile {
             group_id: group,
             message,
@@ -346,7 +374,7 @@ impl SyncState {
     /// everything, former members the membership ops only (see [`Access`]), and anyone
     /// who names a group we carry as its relay (`relays_group`) that group's log.
     pub(super) fn answer(
-        &self,
+        &mut self,
         peer: PeerId,
         frame: SyncFrame,
         view: &impl SyncView,
@@ -375,7 +403,7 @@ impl SyncState {
         }
         match request {
             SyncRequest::Reconcile { message, .. } => {
-                match respond(&view.log(&group), &message, &Limits::default()) {
+                match respond(&self.log(view, &group), &message, &Limits::default()) {
                     Ok(reply) => SyncResponse::Reconcile(reply),
                     Err(e) => SyncResponse::Refused(format!("reconciliation failed: {e}")),
                 }
@@ -431,7 +459,7 @@ impl SyncState {
                 },
                 SyncResponse::Reconcile(reply),
             ) if with == peer => {
-                let round = match initiator.reconcile(&view.log(&group), &reply) {
+                let round = match initiator.reconcile(&self.log(view, &group), &reply) {
                     Ok(round) => round,
                     Err(e) => {
                         tracing::info!(%peer, "sync with peer failed: {e}");

@@ -303,7 +303,7 @@ fn a_transfer_queue_drains_in_order_and_both_logs_converge() {
     for n in 1_000..1_100 {
         bob.put(hikers, item(n));
     }
-    let (mut sync, bob_sync) = (SyncState::default(), SyncState::default());
+    let (mut sync, mut bob_sync) = (SyncState::default(), SyncState::default());
     let mut wire = Wire::new();
 
     let mut out = Vec::new();
@@ -371,7 +371,7 @@ fn a_former_member_gets_only_the_membership_ops() {
     alice.put(hikers, entry(&op));
     alice.put(hikers, entry(&keys));
     let (op_id, keys_id) = (LogItem::id_of(&op), LogItem::id_of(&keys));
-    let sync = SyncState::default();
+    let mut sync = SyncState::default();
     let fetch = || {
         Ok(SyncRequest::Fetch {
             group_id: hikers,
@@ -428,7 +428,7 @@ fn a_relay_answers_strangers_for_the_groups_it_carries() {
     let mut relay = Node::default();
     relay.groups.insert(hikers, Group::default());
     relay.put(hikers, item(1));
-    let sync = SyncState::default();
+    let mut sync = SyncState::default();
     let push = || {
         Ok(SyncRequest::Push {
             group_id: hikers,
@@ -453,4 +453,21 @@ fn a_relay_answers_strangers_for_the_groups_it_carries() {
     let response = sync.answer(member, Err("garbage".into()), &relay, |_| true, &mut out);
     assert_eq!(response, SyncResponse::Refused("garbage".into()));
     assert!(matches!(out.as_slice(), [SyncOut::Strike { peer, .. }] if *peer == member));
+}
+
+#[test]
+fn a_log_is_read_once_and_again_only_after_an_item_is_stored() {
+    let hikers = GroupId([1; 32]);
+    let mut alice = Node::with(hikers, &[PeerId::random()], &[]);
+    alice.put(hikers, item(1));
+    let mut sync = SyncState::default();
+    assert_eq!(sync.log(&alice, &hikers).len(), 1);
+    alice.put(hikers, item(2));
+    assert_eq!(
+        sync.log(&alice, &hikers).len(),
+        1,
+        "the set is kept until told"
+    );
+    sync.log_changed(&hikers);
+    assert_eq!(sync.log(&alice, &hikers).len(), 2, "read again once told");
 }
