@@ -6,7 +6,8 @@
 //! Items travel by gossipsub (one topic per group) and by `/bonghwa/sync/1` (see
 //! `group_sync.rs`); invites ride the direct outbox (with mailbox fallback). Work is done
 //! in batches: items taken in one round of swarm events (or by one command) are staged,
-//! and [`Groups::commit`] ends the batch: the sessions seal keys owed, then each changed
+//! and [`Groups::commit`] ends the batch: the sessions seal the keys owed to readers of
+//! what they already sent (the rest wait for their next send), then each changed
 //! record is written, then the staged items, then one flush, then events are emitted and
 //! our items published. An item is stored after what it caused (sled keeps a prefix of
 //! its writes), so a surviving item implies its effects; a lost one comes back by sync.
@@ -232,9 +233,10 @@ impl Groups {
         store.group_item(&id.to_hex(), item).ok().flatten()
     }
 
-    /// Ends a batch: keys owed are sealed, records then items written, one flush (also
-    /// when `also_flush`: someone else wrote in this batch), then events and publishing.
-    /// Every path that takes or authors items calls it.
+    /// Ends a batch: keys owed to readers of what we sent are sealed, records then items
+    /// written (sync is told which logs changed), one flush (also when `also_flush`:
+    /// someone else wrote in this batch), then events and publishing. Every path that
+    /// takes or authors items calls it.
     pub(super) fn commit(
         &mut self,
         io: &mut GroupIo<'_>,
