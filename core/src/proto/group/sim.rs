@@ -13,7 +13,7 @@ use libp2p::PeerId;
 
 use super::invite::{invite_items, read_invite};
 use super::session::{Ctx, GroupSession, Me, Output, Random, Taken};
-use crate::crypto::group::{GroupCryptoError, signing_key_of};
+use crate::crypto::group::{GroupCryptoError, GroupId, signing_key_of};
 use crate::identity::{ContactCard, Identity};
 use crate::model::{GroupRecord, Hlc, HlcClock, MessageId};
 use crate::wire::group::{LogItem, MembershipOp, SignedOp};
@@ -103,7 +103,7 @@ struct World {
     /// attacker and the ops removing it that it knew of when it signed.
     puppets: BTreeMap<[u8; 32], (usize, BTreeSet<crate::wire::group::OpId>)>,
     /// The group once created.
-    group: Option<crate::crypto::group::GroupId>,
+    group: Option<GroupId>,
 }
 
 const PERCENT_DROP: u64 = 15;
@@ -143,6 +143,19 @@ impl Member {
         self.session
             .as_ref()
             .is_some_and(|s| s.is_member(&self.me.key))
+    }
+
+    /// Founds a group with the members whose `cards` are given, as the node does (the
+    /// outputs applied, the batch ended).
+    fn found(&mut self, now: u64, name: &str, cards: &[ContactCard]) -> GroupId {
+        let card = self.card.clone();
+        let (session, out) =
+            GroupSession::create(&mut self.ctx(now), name, &card, cards).expect("create");
+        let group = session.id();
+        self.session = Some(session);
+        let mut out = Some(out);
+        self.batch(now, |_, _, o| o.extend(out.take().unwrap_or_default()));
+        group
     }
 
     /// Runs `f` on the session with a context, applies its outputs, and ends the batch
@@ -527,14 +540,7 @@ impl World {
             .map(|i| self.members[i].card.clone())
             .collect();
         let now = self.now;
-        let alice = &mut self.members[0];
-        let card = alice.card.clone();
-        let (session, out) =
-            GroupSession::create(&mut alice.ctx(now), "sim", &card, &cards).expect("create");
-        alice.session = Some(session);
-        let mut out = Some(out);
-        alice.batch(now, |_, _, o| o.extend(out.take().unwrap_or_default()));
-        self.group = alice.session.as_ref().map(GroupSession::id);
+        self.group = Some(self.members[0].found(now, "sim", &cards));
         for to in 1..founders {
             self.invite(0, to);
         }
@@ -824,14 +830,7 @@ const DEFAULT_SEEDS: u64 = 2_000;
 fn a_card_that_comes_after_a_send_still_lets_that_send_be_read() {
     let now = 1_000;
     let (mut a, mut b, mut c) = (Member::new(11), Member::new(21), Member::new(31));
-    let card = a.card.clone();
-    let cards = [b.card.clone(), c.card.clone()];
-    let (session, out) =
-        GroupSession::create(&mut a.ctx(now), "late card", &card, &cards).expect("create");
-    let group = session.id();
-    a.session = Some(session);
-    let mut out = Some(out);
-    a.batch(now, |_, _, o| o.extend(out.take().unwrap_or_default()));
+    let group = a.found(now, "late card", &[b.card.clone(), c.card.clone()]);
     let mut log: Vec<(Hlc, Vec<u8>)> = a.log.values().cloned().collect();
     log.sort();
     let is_card_of = |bytes: &[u8], key: &[u8; 32]| {
