@@ -13,6 +13,7 @@
 //! size bucket before sealing so that lengths leak only the bucket.
 
 pub mod group;
+pub mod ratchet;
 
 use snow::params::NoiseParams;
 
