@@ -17,8 +17,18 @@ pub mod ratchet;
 
 use snow::params::NoiseParams;
 
-/// The envelope format this build writes: Noise X, padded plaintext.
+/// The envelope format of builds before sessions (and of messages to contacts still on
+/// them): Noise X to the identity message key, padded plaintext.
 pub const ENVELOPE_VERSION: u8 = 1;
+/// The sealed-sender envelope around a session message: Noise N to the recipient's signed
+/// prekey, padded plaintext. The sender is named only inside.
+pub const ENVELOPE_V2: u8 = 2;
+/// Overhead of one Noise N message: ephemeral key, payload tag.
+const NOISE_N_OVERHEAD: usize = 32 + 16;
+const PATTERN_V2: &str = "Noise_N_25519_ChaChaPoly_BLAKE2s";
+const PROLOGUE_V2: &[u8] = b"bonghwa-dm-v2";
+/// The smallest envelope either version can be (the smallest bucket, sealed).
+pub const MIN_ENVELOPE: usize = 1 + PAD_BUCKETS[0] + NOISE_N_OVERHEAD;
 /// Noise's limit on one message.
 const NOISE_MAX: usize = 65_535;
 /// Overhead of one Noise X message: ephemeral key, encrypted static key, payload tag.
@@ -227,6 +237,71 @@ pub fn seal_with(
     Ok(out)
 }
 
+/// Seals `plaintext` (a session message, which says who sent it) to the owner of the
+/// prekey `recipient_prekey`, anonymously: a version-2 envelope. `random` is the ephemeral
+/// key (32 fresh random bytes).
+pub fn seal_v2(
+    recipient_prekey: &[u8; 32],
+    plaintext: &[u8],
+    random: [u8; 32],
+) -> Result<Vec<u8>, CryptoError> {
+    let padded = pad(plaintext)?;
+    let params: NoiseParams = PATTERN_V2
+        .parse()
+        .map_err(|e: snow::Error| CryptoError::Noise(e.to_string()))?;
+    let resolver = snow::resolvers::FallbackResolver::new(
+        Box::new(Given(random)),
+        Box::new(snow::resolvers::DefaultResolver),
+    );
+    let mut handshake = snow::Builder::with_resolver(params, Box::new(resolver))
+        .remote_public_key(recipient_prekey)
+        .map_err(noise_err)?
+        .prologue(PROLOGUE_V2)
+        .map_err(noise_err)?
+        .build_initiator()
+        .map_err(noise_err)?;
+    let mut out = vec![0u8; 1 + padded.len() + NOISE_N_OVERHEAD];
+    out[0] = ENVELOPE_V2;
+    let written = handshake
+        .write_message(&padded, &mut out[1..])
+        .map_err(noise_err)?;
+    out.truncate(1 + written);
+    Ok(out)
+}
+
+/// Opens a version-2 envelope with one of our prekey secrets (the caller tries its recent
+/// prekeys, newest first).
+pub fn open_v2(prekey_secret: &[u8; 32], envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let (&version, body) = envelope.split_first().ok_or(CryptoError::BadLength(0))?;
+    if version != ENVELOPE_V2 {
+        return Err(CryptoError::UnknownVersion(version));
+    }
+    if body.len() < NOISE_N_OVERHEAD + PAD_BUCKETS[0] || body.len() > NOISE_MAX {
+        return Err(CryptoError::BadLength(envelope.len()));
+    }
+    let params: NoiseParams = PATTERN_V2
+        .parse()
+        .map_err(|e: snow::Error| CryptoError::Noise(e.to_string()))?;
+    let mut handshake = snow::Builder::new(params)
+        .local_private_key(prekey_secret)
+        .map_err(noise_err)?
+        .prologue(PROLOGUE_V2)
+        .map_err(noise_err)?
+        .build_responder()
+        .map_err(noise_err)?;
+    let mut padded = vec![0u8; body.len()];
+    let read = handshake
+        .read_message(body, &mut padded)
+        .map_err(|_| CryptoError::Unauthentic)?;
+    padded.truncate(read);
+    unpad(padded)
+}
+
+/// The version byte of an envelope, if it has one.
+pub fn envelope_version(envelope: &[u8]) -> Option<u8> {
+    envelope.first().copied()
+}
+
 /// Opens an envelope sealed to `recipient_secret`. Fails for anything tampered with,
 /// truncated, of an unknown version, or sealed to another key.
 pub fn open(recipient_secret: &[u8; 32], envelope: &[u8]) -> Result<Opened, CryptoError> {
@@ -336,6 +411,31 @@ mod tests {
             Err(CryptoError::UnknownVersion(9))
         );
         assert_eq!(open(&bob_sk, &[]), Err(CryptoError::BadLength(0)));
+    }
+
+    #[test]
+    fn a_v2_envelope_opens_only_with_its_prekey_and_is_bucket_sized() {
+        let (prekey_sk, prekey_pk) = keys();
+        let (other_sk, _) = keys();
+        let sealed = seal_v2(&prekey_pk, b"session message", [9; 32]).unwrap();
+        assert_eq!(sealed[0], ENVELOPE_V2);
+        assert_eq!(sealed.len(), MIN_ENVELOPE);
+        assert_eq!(open_v2(&prekey_sk, &sealed).unwrap(), b"session message");
+        assert_eq!(open_v2(&other_sk, &sealed), Err(CryptoError::Unauthentic));
+        for i in 1..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x80;
+            assert!(open_v2(&prekey_sk, &bad).is_err(), "flip at {i}");
+        }
+        assert_eq!(
+            open_v2(&prekey_sk, &sealed[..40]),
+            Err(CryptoError::BadLength(40))
+        );
+        let v1 = seal(&other_sk, &prekey_pk, b"x").unwrap();
+        assert_eq!(
+            open_v2(&prekey_sk, &v1),
+            Err(CryptoError::UnknownVersion(1))
+        );
     }
 
     #[test]

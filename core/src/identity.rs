@@ -22,6 +22,7 @@ pub const MAX_RELAYS: usize = 4;
 pub const MAX_RELAY_BYTES: usize = 256;
 
 const CARD_DOMAIN: &[u8] = b"bonghwa-card-v1";
+const PREKEY_DOMAIN: &[u8] = b"bonghwa-prekey-v1";
 const CODE_PREFIX: &str = "BH1";
 const CHECKSUM_LEN: usize = 4;
 const KEY_FILE_VERSION: u8 = 1;
@@ -135,7 +136,17 @@ impl ContactCard {
 
     /// The text form: `BH1` followed by base32 of the card and a checksum.
     pub fn to_code(&self) -> String {
+        self.to_code_with(None)
+    }
+
+    /// The text form with our signed prekey after the card (so a contact can start a
+    /// session while we are offline). Builds before sessions read the card and ignore
+    /// the rest, so the code works for them too.
+    pub fn to_code_with(&self, prekey: Option<&SignedPrekey>) -> String {
         let mut bytes = postcard::to_stdvec(self).unwrap_or_default();
+        if let Some(prekey) = prekey {
+            bytes.extend(postcard::to_stdvec(prekey).unwrap_or_default());
+        }
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
         format!(
@@ -147,6 +158,14 @@ impl ContactCard {
     /// Parses and verifies a contact code. Whitespace, dashes and letter case are ignored
     /// so codes survive being read aloud, wrapped or retyped.
     pub fn from_code(code: &str) -> Result<Self, IdentityError> {
+        Self::from_code_with_prekey(code).map(|(card, _)| card)
+    }
+
+    /// Parses and verifies a contact code and the signed prekey it may carry (checked
+    /// against the card's identity key; a prekey that fails is an error, not ignored).
+    pub fn from_code_with_prekey(
+        code: &str,
+    ) -> Result<(Self, Option<SignedPrekey>), IdentityError> {
         let cleaned: String = code
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
@@ -173,10 +192,51 @@ impl ContactCard {
         if Sha256::digest(card_bytes)[..CHECKSUM_LEN] != *sum {
             return Err(IdentityError::BadChecksum);
         }
-        let card: ContactCard = postcard::from_bytes(card_bytes)
+        let (card, rest): (ContactCard, _) = postcard::take_from_bytes(card_bytes)
             .map_err(|_| IdentityError::Malformed("card does not decode"))?;
         card.verify()?;
-        Ok(card)
+        if rest.is_empty() {
+            return Ok((card, None));
+        }
+        let prekey: SignedPrekey = postcard::from_bytes(rest)
+            .map_err(|_| IdentityError::Malformed("prekey does not decode"))?;
+        prekey.verify(&card.identity)?;
+        Ok((card, Some(prekey)))
+    }
+}
+
+/// A medium-term X25519 key signed by an identity key: what a contact needs to start a
+/// session with us while we are offline (X3DH's signed prekey). It travels after the card
+/// in contact codes and inside every message of a session, and is replaced from time to
+/// time; the owner keeps the secrets of recent ones so that messages sealed to them open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPrekey {
+    /// Names the key among its owner's recent ones; newer keys have larger ids.
+    pub id: u32,
+    /// The X25519 public key.
+    pub key: [u8; 32],
+    /// ed25519 signature by the owner's identity key.
+    pub signature: Vec<u8>,
+}
+
+impl SignedPrekey {
+    fn body_bytes(identity: &[u8; 32], id: u32, key: &[u8; 32]) -> Vec<u8> {
+        let mut out = PREKEY_DOMAIN.to_vec();
+        out.extend_from_slice(identity);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// Checks the signature (strictly) against `identity`.
+    pub fn verify(&self, identity: &[u8; 32]) -> Result<(), IdentityError> {
+        let owner = VerifyingKey::from_bytes(identity)
+            .map_err(|_| IdentityError::Malformed("identity key is not a valid point"))?;
+        let sig = Signature::from_slice(&self.signature)
+            .map_err(|_| IdentityError::Malformed("prekey signature has the wrong length"))?;
+        owner
+            .verify_strict(&Self::body_bytes(identity, self.id, &self.key), &sig)
+            .map_err(|_| IdentityError::BadSignature)
     }
 }
 
@@ -185,6 +245,23 @@ pub fn peer_id_of(identity: &[u8; 32]) -> Result<PeerId, IdentityError> {
     let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(identity)
         .map_err(|_| IdentityError::Malformed("identity key is not a valid ed25519 key"))?;
     Ok(libp2p::identity::PublicKey::from(key).to_peer_id())
+}
+
+/// Checks an ed25519 signature made with [`Identity::sign`] under `domain`.
+pub fn verify_signature(
+    identity: &[u8; 32],
+    domain: &[u8],
+    bytes: &[u8],
+    signature: &[u8],
+) -> Result<(), IdentityError> {
+    let key = VerifyingKey::from_bytes(identity)
+        .map_err(|_| IdentityError::Malformed("identity key is not a valid point"))?;
+    let sig = Signature::from_slice(signature)
+        .map_err(|_| IdentityError::Malformed("signature has the wrong length"))?;
+    let mut message = domain.to_vec();
+    message.extend_from_slice(bytes);
+    key.verify_strict(&message, &sig)
+        .map_err(|_| IdentityError::BadSignature)
 }
 
 /// Checks a display name: 1–64 bytes, no control characters.
@@ -328,6 +405,24 @@ impl Identity {
         &self.msg_public
     }
 
+    /// Signs a prekey `key` named `id` with our identity key.
+    pub fn sign_prekey(&self, id: u32, key: [u8; 32]) -> SignedPrekey {
+        let body = SignedPrekey::body_bytes(&self.public_key(), id, &key);
+        SignedPrekey {
+            id,
+            key,
+            signature: self.signing.sign(&body).to_bytes().to_vec(),
+        }
+    }
+
+    /// Signs `bytes` under `domain` with our identity key (what sessions use to prove
+    /// who started them).
+    pub fn sign(&self, domain: &[u8], bytes: &[u8]) -> [u8; 64] {
+        let mut message = domain.to_vec();
+        message.extend_from_slice(bytes);
+        self.signing.sign(&message).to_bytes()
+    }
+
     /// Signs a fresh card with our keys, `name` and `relays`.
     pub fn card(&self, name: &str, relays: Vec<String>, issued_ms: u64) -> ContactCard {
         let mut card = ContactCard {
@@ -443,6 +538,31 @@ mod tests {
             ContactCard::from_code(&card.to_code()),
             Err(IdentityError::BadSignature)
         ));
+    }
+
+    #[test]
+    fn a_code_carries_a_signed_prekey_that_older_readers_skip() {
+        let id = alice();
+        let card = id.card("Alice", vec![], 5);
+        let prekey = id.sign_prekey(3, [7u8; 32]);
+        let code = card.to_code_with(Some(&prekey));
+        let (back, got) = ContactCard::from_code_with_prekey(&code).unwrap();
+        assert_eq!(back, card);
+        assert_eq!(got, Some(prekey.clone()));
+        // A reader that knows only cards (postcard ignores what follows) gets the card.
+        assert_eq!(ContactCard::from_code(&code).unwrap(), card);
+        // A prekey signed by someone else is refused.
+        let forged = alice().sign_prekey(3, [7u8; 32]);
+        assert!(matches!(
+            ContactCard::from_code_with_prekey(&card.to_code_with(Some(&forged))),
+            Err(IdentityError::BadSignature)
+        ));
+        assert_eq!(
+            ContactCard::from_code_with_prekey(&card.to_code())
+                .unwrap()
+                .1,
+            None
+        );
     }
 
     #[test]

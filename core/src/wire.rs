@@ -5,6 +5,7 @@
 //! a claim, never an allocation size.
 
 pub mod group;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,12 @@ impl DmPayload {
         let payload: DmPayload = exact(bytes).map_err(|_| WireError::Malformed {
             what: "message payload",
         })?;
+        payload.checked()
+    }
+
+    /// Checks a decoded payload's version, limits and sender card.
+    fn checked(self) -> Result<Self, WireError> {
+        let payload = self;
         if payload.version != PAYLOAD_VERSION {
             return Err(WireError::UnknownVersion {
                 what: "message payload",
@@ -221,6 +228,27 @@ pub fn decode_card(bytes: &[u8]) -> Result<ContactCard, WireError> {
     card.verify()
         .map_err(|_| WireError::Limit("card does not verify"))?;
     Ok(card)
+}
+
+/// Decodes and verifies a card from `/bonghwa/card/2`: the card, then the signed prekey
+/// if the peer has one (checked against the card's identity key).
+pub fn decode_card_and_prekey(
+    bytes: &[u8],
+) -> Result<(ContactCard, Option<crate::identity::SignedPrekey>), WireError> {
+    check_size(bytes.len(), MAX_CARD_BYTES)?;
+    let (card, rest): (ContactCard, _) =
+        postcard::take_from_bytes(bytes).map_err(|_| WireError::Malformed { what: "card" })?;
+    card.verify()
+        .map_err(|_| WireError::Limit("card does not verify"))?;
+    if rest.is_empty() {
+        return Ok((card, None));
+    }
+    let prekey: crate::identity::SignedPrekey =
+        exact(rest).map_err(|_| WireError::Malformed { what: "prekey" })?;
+    prekey
+        .verify(&card.identity)
+        .map_err(|_| WireError::Limit("prekey does not verify"))?;
+    Ok((card, Some(prekey)))
 }
 
 /// Most envelopes in one `/bonghwa/mailbox/1` page.

@@ -88,6 +88,11 @@ impl KeyPair {
         }
     }
 
+    /// The secret half (to keep it in the store).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret
+    }
+
     /// The key pair of an existing secret (our identity message key).
     pub fn from_secret(secret: &[u8; 32]) -> Self {
         Self::from_random(*secret)

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 
-use crate::identity::ContactCard;
+use crate::identity::{ContactCard, SignedPrekey};
 use crate::wire::group::{MAX_SYNC_FRAME_BYTES, SyncRequest, SyncResponse};
 use crate::wire::{
     self, DmRequest, DmResponse, MAX_CARD_BYTES, MAX_DM_REQUEST_BYTES, MAX_DM_RESPONSE_BYTES,
@@ -224,14 +224,26 @@ pub(crate) type MailboxFrame = Result<MailboxRequest, String>;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CardRequest;
 
-/// Codec for `/bonghwa/card/1`: an empty frame asks, a signed card answers.
+/// The answer to a card request: the signed card, and on `/bonghwa/card/2` the signed
+/// prekey that lets the asker start a session with us.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CardAnswer {
+    /// The peer's card.
+    pub(crate) card: ContactCard,
+    /// Its signed prekey (`None` from builds before sessions, on `/bonghwa/card/1`).
+    pub(crate) prekey: Option<SignedPrekey>,
+}
+
+/// Codec for `/bonghwa/card/2` and `/bonghwa/card/1`: an empty frame asks, a signed card
+/// answers — followed on version 2 by the signed prekey (version 1 stays as it was, for
+/// builds before sessions).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CardCodec;
 
 impl libp2p::request_response::Codec for CardCodec {
     type Protocol = StreamProtocol;
     type Request = CardRequest;
-    type Response = ContactCard;
+    type Response = CardAnswer;
 
     async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<CardRequest>
     where
@@ -241,12 +253,21 @@ impl libp2p::request_response::Codec for CardCodec {
         Ok(CardRequest)
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<ContactCard>
+    async fn read_response<T>(
+        &mut self,
+        protocol: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<CardAnswer>
     where
         T: AsyncRead + Unpin + Send,
     {
         let body = read_frame(io, MAX_CARD_BYTES).await?;
-        wire::decode_card(&body).map_err(invalid)
+        if *protocol == super::CARD_PROTOCOL_V1 {
+            let card = wire::decode_card(&body).map_err(invalid)?;
+            return Ok(CardAnswer { card, prekey: None });
+        }
+        let (card, prekey) = wire::decode_card_and_prekey(&body).map_err(invalid)?;
+        Ok(CardAnswer { card, prekey })
     }
 
     async fn write_request<T>(
@@ -263,14 +284,20 @@ impl libp2p::request_response::Codec for CardCodec {
 
     async fn write_response<T>(
         &mut self,
-        _: &StreamProtocol,
+        protocol: &StreamProtocol,
         io: &mut T,
-        card: ContactCard,
+        answer: CardAnswer,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &wire::encode_card(&card)).await
+        let mut body = wire::encode_card(&answer.card);
+        if *protocol != super::CARD_PROTOCOL_V1
+            && let Some(prekey) = &answer.prekey
+        {
+            body.extend(postcard::to_stdvec(prekey).unwrap_or_default());
+        }
+        write_frame(io, &body).await
     }
 }
 

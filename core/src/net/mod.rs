@@ -17,7 +17,8 @@ use libp2p::{
 };
 
 pub(crate) use codec::{
-    CardCodec, CardRequest, DmCodec, DmFrame, MailboxCodec, MailboxFrame, SyncCodec, SyncFrame,
+    CardAnswer, CardCodec, CardRequest, DmCodec, DmFrame, MailboxCodec, MailboxFrame, SyncCodec,
+    SyncFrame,
 };
 
 use crate::identity::Identity;
@@ -25,7 +26,9 @@ use crate::identity::Identity;
 /// The direct-message protocol: push sealed envelopes, get per-envelope acks.
 pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/dm/1");
 /// Asks a peer for its signed contact card (used for LAN peers found by mDNS).
-pub const CARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/card/1");
+pub const CARD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/card/2");
+/// The card protocol of builds before sessions (a card without a prekey), still served.
+pub const CARD_PROTOCOL_V1: StreamProtocol = StreamProtocol::new("/bonghwa/card/1");
 /// A relay's mailbox: deposit sealed envelopes for offline recipients, fetch and ack one's own.
 pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/bonghwa/mailbox/1");
 /// Group history repair: reconcile the sets of log items, fetch and push what differs.
@@ -342,7 +345,10 @@ pub(crate) fn build_swarm(identity: &Identity, roles: Roles) -> Result<Swarm<Beh
                     rr_config.clone(),
                 ),
                 card: request_response::Behaviour::new(
-                    [(CARD_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    [
+                        (CARD_PROTOCOL, request_response::ProtocolSupport::Full),
+                        (CARD_PROTOCOL_V1, request_response::ProtocolSupport::Full),
+                    ],
                     rr_config.clone(),
                 ),
                 // Everyone deposits and fetches; only relays hold mail.

@@ -23,12 +23,13 @@ use super::mail_client::{MailClient, MailOut};
 use super::mailbox_server::MailboxServer;
 use super::peers::{self, Peers, PeersOut};
 use super::reach::{self, Reach, ReachOut};
+use super::sessions::Sessions;
 use super::{Command, Config, NodeError, NodeResult, Reply, now_ms, relay_addrs};
 use crate::crypto::group::{GroupId, topic_for};
 use crate::event::Event;
 use crate::identity::{self, ContactCard, Identity};
 use crate::model::{ChatId, ContactState, HlcClock, MessageId, MessageStatus};
-use crate::net::{self, Behaviour, BehaviourEvent, CardRequest, MailboxFrame};
+use crate::net::{self, Behaviour, BehaviourEvent, CardAnswer, CardRequest, MailboxFrame};
 use crate::proto::group::session::Taken;
 use crate::proto::outbox;
 use crate::store::{Store, StoreError};
@@ -50,6 +51,8 @@ pub(super) struct Actor {
     clock: HlcClock,
     /// Direct messages: the outbox and the requests in flight.
     direct: Direct,
+    /// Our prekeys and pairwise sessions.
+    sessions: Sessions,
     events: broadcast::Sender<Event>,
     commands: mpsc::Receiver<Command>,
     /// Address book, connections, LAN peers, strikes.
@@ -134,6 +137,8 @@ impl Actor {
         let me = identity.peer_id();
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
         let groups = Groups::new(&identity, ttl_ms)?;
+        let sessions = Sessions::load(store.as_ref(), &identity, now_ms())?;
+        store.flush()?;
         let reach = Reach::new(identity.peer_id(), roles.relay);
         let mut actor = Self {
             swarm,
@@ -143,6 +148,7 @@ impl Actor {
             card,
             clock: HlcClock::default(),
             direct: Direct::new(ttl_ms, seed()),
+            sessions,
             events,
             commands,
             peers: Peers::new(me, listen_addrs),
@@ -453,7 +459,7 @@ impl Actor {
         super::IdentityInfo {
             peer_id: me.to_string(),
             name: self.name.clone(),
-            contact_code: self.card.to_code(),
+            contact_code: self.card.to_code_with(self.sessions.prekey()),
             addrs: self
                 .peers
                 .listen_addrs()
@@ -819,24 +825,28 @@ impl Actor {
         self.apply_peers(outs);
     }
 
-    fn on_card_event(&mut self, event: request_response::Event<CardRequest, ContactCard>) {
+    fn on_card_event(&mut self, event: request_response::Event<CardRequest, CardAnswer>) {
         let mut outs = Vec::new();
         match event {
             request_response::Event::Message {
                 message: request_response::Message::Request { channel, .. },
                 ..
             } => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .card
-                    .send_response(channel, self.card.clone());
+                let _ = self.swarm.behaviour_mut().card.send_response(
+                    channel,
+                    CardAnswer {
+                        card: self.card.clone(),
+                        prekey: self.sessions.prekey().cloned(),
+                    },
+                );
             }
             request_response::Event::Message {
                 peer,
                 message: request_response::Message::Response { response, .. },
                 ..
-            } => self.peers.card_received(peer, response, &mut outs),
+            } => self
+                .peers
+                .card_received(peer, response.card, response.prekey, &mut outs),
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "card request failed: {error}");
                 self.peers.card_failed(peer, &mut outs);
@@ -1125,6 +1135,7 @@ impl Actor {
             store: self.store.as_ref(),
             identity: &self.identity,
             card: &self.card,
+            sessions: &mut self.sessions,
             clock: &mut self.clock,
             now: now_ms(),
         };
@@ -1194,7 +1205,13 @@ impl Actor {
 
     /// Seals one of our messages for the owner of `card` (a mailbox deposit).
     fn seal_for(&mut self, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
-        self.with_direct(|_, io, _| direct::seal(io, card, id))
+        self.with_direct(|_, io, _| {
+            let (envelope, sealed_now) = direct::envelope_for(io, card, id)?;
+            if sealed_now {
+                io.store.flush()?;
+            }
+            Ok(envelope)
+        })
     }
 
     /// Sets a message's status and announces it.

@@ -19,7 +19,7 @@ pub(super) fn add(
     code: &str,
     alias: Option<String>,
 ) -> NodeResult<PeerId> {
-    let card = ContactCard::from_code(code)?;
+    let (card, prekey) = ContactCard::from_code_with_prekey(code)?;
     let peer = card.peer_id()?;
     if peer == *me {
         return Err(NodeError::InvalidArgument(
@@ -50,6 +50,14 @@ pub(super) fn add(
         },
     };
     store.put_contact(&contact)?;
+    if let Some(prekey) = prekey {
+        let newer = store
+            .peer_prekey(&peer)?
+            .is_none_or(|held| prekey.id > held.id);
+        if newer {
+            store.set_peer_prekey(&peer, &prekey)?;
+        }
+    }
     Ok(peer)
 }
 

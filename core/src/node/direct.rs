@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use libp2p::PeerId;
 use libp2p::request_response::OutboundRequestId;
 
+use super::sessions::{Sessions, envelope_digest};
 use super::{NodeError, NodeResult, Reply, check_text};
 use crate::crypto;
 use crate::event::Event;
-use crate::identity::{ContactCard, Identity};
+use crate::identity::{ContactCard, Identity, SignedPrekey};
 use crate::model::{
     Contact, ContactState, Hlc, HlcClock, MessageId, MessageStatus, OutboxEntry, StoredMessage,
 };
@@ -32,6 +33,8 @@ pub(super) struct DirectIo<'a> {
     pub(super) identity: &'a Identity,
     /// Our card, carried in every payload.
     pub(super) card: &'a ContactCard,
+    /// Our prekeys and pairwise sessions.
+    pub(super) sessions: &'a mut Sessions,
     pub(super) clock: &'a mut HlcClock,
     pub(super) now: u64,
 }
@@ -131,16 +134,23 @@ impl Direct {
             ));
         }
         let to = peer.to_string();
-        if io.store.contact(&to)?.is_none() {
-            return Err(NodeError::NotAContact(peer));
-        }
         check_text(text)?;
         if !self.outbox.has_room() {
             return Err(NodeError::OutboxFull(self.outbox.len()));
         }
         let id = MessageId::random()
             .map_err(|e| NodeError::Internal(format!("no randomness for a message id: {e}")))?;
+        let Some(contact) = io.store.contact(&to)? else {
+            return Err(NodeError::NotAContact(peer));
+        };
         let hlc = io.clock.tick(io.now);
+        // Sealed once, now: every copy (retries, direct, each relay) is these bytes, and
+        // the session's advance is written before the message and its envelope are.
+        let envelope = seal_payload(
+            io,
+            &contact.card,
+            payload(io, &contact.card, id, hlc, Body::Text(text.to_owned())),
+        )?;
         let message = StoredMessage {
             id,
             chat: to.clone(),
@@ -157,6 +167,7 @@ impl Direct {
             expires_ms: io.now.saturating_add(self.ttl_ms),
         };
         io.store.insert_message(&message)?;
+        io.store.put_sealed(&id, &envelope)?;
         io.store.outbox_put(&entry)?;
         Ok(PreparedSend { id, entry })
     }
@@ -210,9 +221,11 @@ impl Direct {
         };
         let mut envelopes = Vec::with_capacity(ids.len());
         let mut sent = Vec::with_capacity(ids.len());
+        let mut fresh = false;
         for id in ids {
-            match seal(io, &contact.card, &id) {
-                Ok(envelope) => {
+            match envelope_for(io, &contact.card, &id) {
+                Ok((envelope, sealed_now)) => {
+                    fresh |= sealed_now;
                     envelopes.push(envelope);
                     sent.push(id);
                 }
@@ -223,6 +236,15 @@ impl Direct {
             }
         }
         if sent.is_empty() {
+            return;
+        }
+        // An envelope sealed just now (a control message) leaves only once its session's
+        // advance is durable.
+        if fresh && let Err(e) = io.store.flush() {
+            tracing::error!("cannot make sealed envelopes durable: {e:#}");
+            for id in sent {
+                next.extend(self.outbox.handle(Input::Failed(id), io.now));
+            }
             return;
         }
         for id in &sent {
@@ -299,9 +321,12 @@ impl Direct {
         let mut receipts: BTreeMap<String, Vec<MessageId>> = BTreeMap::new();
         for envelope in envelopes {
             let ack = match self.receive_one(io, envelope, out) {
-                Ok(Received::New(message, request)) => {
+                Ok(Received::New(message, request, in_session)) => {
                     let id = message.id;
-                    if sender.is_none() {
+                    // Mail from a relay is acknowledged to its author with a receipt; so is
+                    // every session message, because our answer turns the ratchet (what
+                    // heals a session after a compromise).
+                    if sender.is_none() || in_session {
                         receipts.entry(message.from.clone()).or_default().push(id);
                     }
                     new_messages.push(message);
@@ -311,7 +336,9 @@ impl Direct {
                     Ack::Stored(id)
                 }
                 Ok(Received::Duplicate { id, from }) => {
-                    if sender.is_none() {
+                    if sender.is_none()
+                        && let Some(from) = from
+                    {
                         receipts.entry(from).or_default().push(id);
                     }
                     Ack::Stored(id)
@@ -327,6 +354,12 @@ impl Direct {
             };
             acks.push(ack);
         }
+        // Receipts are sealed before the flush, so their sessions' advance is durable
+        // before they leave.
+        let mut receipt_outs = Vec::new();
+        for (to, ids) in receipts {
+            receipt(io, &to, &ids, &mut receipt_outs);
+        }
         let stored = acks.iter().any(|a| matches!(a, Ack::Stored(_)));
         if stored && let Err(e) = io.store.flush() {
             tracing::error!("cannot make received messages durable: {e:#}");
@@ -338,9 +371,7 @@ impl Direct {
                 })
                 .collect();
         }
-        for (to, ids) in receipts {
-            receipt(io, &to, &ids, out);
-        }
+        out.extend(receipt_outs);
         for (peer_id, name) in new_requests {
             out.push(DirectOut::Emit(Event::ContactRequest { peer_id, name }));
         }
@@ -359,14 +390,78 @@ impl Direct {
         envelope: &[u8],
         out: &mut Vec<DirectOut>,
     ) -> Result<Received, Reject> {
-        let opened =
-            crypto::open(io.identity.msg_secret(), envelope).map_err(|_| Reject::Undecryptable)?;
-        let payload = DmPayload::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
-        if payload.sender.msg_key != opened.sender_msg_key
-            || payload.recipient != io.identity.public_key()
-        {
+        // Copies (direct and from several relays, or a retry) are the same bytes: known
+        // before opening, so a used key is never asked to open again.
+        let digest = envelope_digest(envelope);
+        match io.store.seen(&digest) {
+            Ok(Some(id)) => {
+                let from = match io.store.message(&id) {
+                    Ok(Some(m)) if !m.outgoing => Some(m.from),
+                    _ => None,
+                };
+                return Ok(Received::Duplicate { id, from });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("store read failed: {e:#}");
+                return Ok(Received::Busy);
+            }
+        }
+        let (payload, commit) = if crypto::envelope_version(envelope) == Some(crypto::ENVELOPE_V2) {
+            let opened = io.sessions.open(io.store, io.identity, envelope)?;
+            if let Some(prekey) = &opened.prekey {
+                keep_newer_prekey(io.store, &opened.payload.sender, prekey);
+            }
+            if opened.missing > 0 {
+                tracing::debug!(
+                    missing = opened.missing,
+                    "messages of this session not read yet"
+                );
+            }
+            (opened.payload, Some(opened.commit))
+        } else {
+            let opened = crypto::open(io.identity.msg_secret(), envelope)
+                .map_err(|_| Reject::Undecryptable)?;
+            let payload = DmPayload::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
+            if payload.sender.msg_key != opened.sender_msg_key {
+                return Err(Reject::Forged);
+            }
+            // A peer that has written to us in a session does not go back to version 1:
+            // such an envelope is a downgrade (or a forgery with our own key) and refused.
+            if io
+                .sessions
+                .heard_in_session(io.store, &payload.sender.identity)
+            {
+                return Err(Reject::Forged);
+            }
+            (payload, None)
+        };
+        if payload.recipient != io.identity.public_key() {
             return Err(Reject::Forged);
         }
+        let in_session = commit.is_some();
+        let received = self.take_payload(io, payload, in_session, out)?;
+        if let Some(id) = received.id() {
+            if let Err(e) = io.store.put_seen(&digest, &id, io.now) {
+                tracing::warn!("cannot remember a received envelope: {e:#}");
+            }
+            if let Some(commit) = commit
+                && let Err(e) = io.sessions.commit(io.store, commit)
+            {
+                tracing::warn!("cannot save a session: {e:#}");
+            }
+        }
+        Ok(received)
+    }
+
+    /// Applies an opened payload: a receipt, an invite, or a text to store.
+    fn take_payload(
+        &mut self,
+        io: &mut DirectIo<'_>,
+        payload: DmPayload,
+        in_session: bool,
+        out: &mut Vec<DirectOut>,
+    ) -> Result<Received, Reject> {
         let sender = payload.sender.peer_id().map_err(|_| Reject::Forged)?;
         let sender_text = sender.to_string();
         match payload.body {
@@ -385,7 +480,7 @@ impl Direct {
         }
         let duplicate = |id| Received::Duplicate {
             id,
-            from: sender_text.clone(),
+            from: Some(sender_text.clone()),
         };
         match io.store.message(&payload.id) {
             Ok(Some(_)) => return Ok(duplicate(payload.id)),
@@ -451,7 +546,7 @@ impl Direct {
         match io.store.insert_message(&message) {
             Ok(true) => {
                 io.clock.observe(payload.hlc, io.now, MAX_SKEW_MS);
-                Ok(Received::New(message, request))
+                Ok(Received::New(message, request, in_session))
             }
             Ok(false) => Ok(duplicate(message.id)),
             Err(e) => {
@@ -489,6 +584,9 @@ fn finish(io: &mut DirectIo<'_>, id: &MessageId, status: MessageStatus, out: &mu
     if let Err(e) = io.store.remove_control(id) {
         tracing::warn!("cannot forget control message {id}: {e:#}");
     }
+    if let Err(e) = io.store.remove_sealed(id) {
+        tracing::warn!("cannot forget the envelope of {id}: {e:#}");
+    }
     out.extend(update_status(io.store, id, status).map(DirectOut::Emit));
 }
 
@@ -512,11 +610,18 @@ pub(super) fn update_status(
     }
 }
 
-/// Seals message `id` (a stored chat text, or a control message such as an invite) for
-/// the owner of `card`.
-pub(super) fn seal(io: &DirectIo<'_>, card: &ContactCard, id: &MessageId) -> NodeResult<Vec<u8>> {
-    let stored = io.store.message(id)?;
-    let (body, hlc) = match stored {
+/// The envelope of our message `id` (a stored chat text, or a control message such as an
+/// invite) for the owner of `card`: the one it was sealed into, or sealed now and kept.
+/// `true` if sealed now: the caller flushes before the envelope leaves.
+pub(super) fn envelope_for(
+    io: &mut DirectIo<'_>,
+    card: &ContactCard,
+    id: &MessageId,
+) -> NodeResult<(Vec<u8>, bool)> {
+    if let Some(envelope) = io.store.sealed(id)? {
+        return Ok((envelope, false));
+    }
+    let (body, hlc) = match io.store.message(id)? {
         Some(message) => (Body::Text(message.text), message.hlc),
         None => {
             let body = io
@@ -534,20 +639,53 @@ pub(super) fn seal(io: &DirectIo<'_>, card: &ContactCard, id: &MessageId) -> Nod
             )
         }
     };
-    let payload = DmPayload {
+    let sealed = payload(io, card, *id, hlc, body);
+    let envelope = seal_payload(io, card, sealed)?;
+    io.store.put_sealed(id, &envelope)?;
+    Ok((envelope, true))
+}
+
+/// A payload from us to the owner of `card`.
+fn payload(
+    io: &DirectIo<'_>,
+    card: &ContactCard,
+    id: MessageId,
+    hlc: Hlc,
+    body: Body,
+) -> DmPayload {
+    DmPayload {
         version: wire::PAYLOAD_VERSION,
-        id: *id,
+        id,
         hlc,
         sender: io.card.clone(),
         recipient: card.identity,
         body,
-    };
-    crypto::seal(io.identity.msg_secret(), &card.msg_key, &payload.encode())
-        .map_err(|e| NodeError::Crypto(format!("sealing message {id}: {e}")))
+    }
 }
 
-/// Tells `to` that we hold `ids` (mail of theirs we fetched from a relay). Best effort: if
-/// a receipt is lost, the author's retry of the message gets a fresh ack.
+/// Seals `payload` for the owner of `card`: in our session with them (a version-2
+/// envelope) when we hold their prekey, else as version 1 (a contact whose build predates
+/// sessions). The session's advance is written to the store, not flushed.
+fn seal_payload(
+    io: &mut DirectIo<'_>,
+    card: &ContactCard,
+    payload: DmPayload,
+) -> NodeResult<Vec<u8>> {
+    let peer = card
+        .peer_id()
+        .map_err(|e| NodeError::Crypto(e.to_string()))?;
+    match io.store.peer_prekey(&peer)? {
+        Some(prekey) => io
+            .sessions
+            .seal(io.store, io.identity, io.card, card, &prekey, payload),
+        None => crypto::seal(io.identity.msg_secret(), &card.msg_key, &payload.encode())
+            .map_err(|e| NodeError::Crypto(format!("sealing message {}: {e}", payload.id))),
+    }
+}
+
+/// Tells `to` that we hold `ids` (mail of theirs we fetched from a relay, or messages of a
+/// session). Best effort: if a receipt is lost, the author's retry of the message gets a
+/// fresh ack.
 fn receipt(io: &mut DirectIo<'_>, to: &str, ids: &[MessageId], out: &mut Vec<DirectOut>) {
     let (Ok(peer), Ok(Some(contact))) = (to.parse::<PeerId>(), io.store.contact(to)) else {
         return;
@@ -556,19 +694,9 @@ fn receipt(io: &mut DirectIo<'_>, to: &str, ids: &[MessageId], out: &mut Vec<Dir
         let Ok(id) = MessageId::random() else {
             return;
         };
-        let payload = DmPayload {
-            version: wire::PAYLOAD_VERSION,
-            id,
-            hlc: io.clock.tick(io.now),
-            sender: io.card.clone(),
-            recipient: contact.card.identity,
-            body: Body::Receipt(chunk.to_vec()),
-        };
-        match crypto::seal(
-            io.identity.msg_secret(),
-            &contact.card.msg_key,
-            &payload.encode(),
-        ) {
+        let hlc = io.clock.tick(io.now);
+        let body = payload(io, &contact.card, id, hlc, Body::Receipt(chunk.to_vec()));
+        match seal_payload(io, &contact.card, body) {
             Ok(envelope) => out.push(DirectOut::Receipt {
                 to: peer,
                 card: contact.card.clone(),
@@ -584,17 +712,44 @@ fn receipt(io: &mut DirectIo<'_>, to: &str, ids: &[MessageId], out: &mut Vec<Dir
 
 /// The outcome of receiving one envelope that opened correctly.
 enum Received {
-    /// Stored now; with a contact request `(peer_id, name)` if the sender was a stranger.
-    New(StoredMessage, Option<(String, String)>),
+    /// Stored now; with a contact request `(peer_id, name)` if the sender was a stranger,
+    /// and whether it came in a session.
+    New(StoredMessage, Option<(String, String)>, bool),
     /// Already held: ack again, store and show nothing.
     Duplicate {
         /// The message.
         id: MessageId,
-        /// Its author's peer id.
-        from: String,
+        /// Its author's peer id, if it is a chat message of theirs we hold.
+        from: Option<String>,
     },
     /// A receipt for our own messages, or a group invite, applied; nothing to store.
     Receipt(MessageId),
     /// Could not store it now; ask the sender to retry.
     Busy,
+}
+
+impl Received {
+    /// The message taken (stored, already held, or applied), unless it must come again.
+    fn id(&self) -> Option<MessageId> {
+        match self {
+            Received::New(message, ..) => Some(message.id),
+            Received::Duplicate { id, .. } | Received::Receipt(id) => Some(*id),
+            Received::Busy => None,
+        }
+    }
+}
+
+/// Keeps `prekey` as `card`'s owner's newest if it is newer than the one we hold.
+fn keep_newer_prekey(store: &dyn Store, card: &ContactCard, prekey: &SignedPrekey) {
+    let Ok(peer) = card.peer_id() else {
+        return;
+    };
+    let newer = match store.peer_prekey(&peer) {
+        Ok(Some(held)) => prekey.id > held.id,
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if newer && let Err(e) = store.set_peer_prekey(&peer, prekey) {
+        tracing::warn!("cannot keep the prekey of {peer}: {e:#}");
+    }
 }

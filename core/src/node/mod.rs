@@ -16,6 +16,7 @@ mod mail_client;
 mod mailbox_server;
 mod peers;
 mod reach;
+mod sessions;
 mod types;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::{NearbyPeer, NodeError, PeerInfo, Reply};
 use crate::event::{Event, Via};
-use crate::identity::ContactCard;
+use crate::identity::{ContactCard, SignedPrekey};
 use crate::proto::rate::RateLimiter;
 use crate::store::Store;
 
@@ -41,6 +41,8 @@ const CARD_RETRIES: u32 = 3;
 #[derive(Debug, Default)]
 struct NearbyEntry {
     card: Option<ContactCard>,
+    /// Its signed prekey, if its build has sessions (goes into the contact code shown).
+    prekey: Option<SignedPrekey>,
     card_requested: bool,
     /// Card requests that failed; a few are retried at once, then only when a connection
     /// to the peer opens (mDNS does not report a known peer again).
@@ -281,6 +283,7 @@ impl Peers {
         &mut self,
         peer: PeerId,
         card: ContactCard,
+        prekey: Option<SignedPrekey>,
         out: &mut Vec<PeersOut>,
     ) {
         if card.peer_id().ok() != Some(peer) {
@@ -290,6 +293,7 @@ impl Peers {
         if let Some(entry) = self.nearby.get_mut(&peer) {
             let first = entry.card.is_none();
             entry.card = Some(card);
+            entry.prekey = prekey;
             // Announced once the peer is known to be a Bonghwa node with a name, that is,
             // once it appears in `nearby`.
             if first {
@@ -353,7 +357,7 @@ impl Peers {
                 Some(NearbyPeer {
                     peer_id: peer.to_string(),
                     name: card.name.clone(),
-                    contact_code: card.to_code(),
+                    contact_code: card.to_code_with(n.prekey.as_ref()),
                 })
             })
             .collect()
@@ -478,12 +482,22 @@ mod tests {
         );
         assert!(peers.nearby().is_empty(), "no card yet");
         out.clear();
-        peers.card_received(bob.peer_id(), carol.card("carol", Vec::new(), 1), &mut out);
+        peers.card_received(
+            bob.peer_id(),
+            carol.card("carol", Vec::new(), 1),
+            None,
+            &mut out,
+        );
         assert!(
             peers.nearby().is_empty(),
             "carol's card sent by bob is refused"
         );
-        peers.card_received(bob.peer_id(), bob.card("bob", Vec::new(), 1), &mut out);
+        peers.card_received(
+            bob.peer_id(),
+            bob.card("bob", Vec::new(), 1),
+            None,
+            &mut out,
+        );
         let nearby = peers.nearby();
         assert_eq!(nearby.len(), 1);
         assert_eq!(nearby[0].name, "bob");

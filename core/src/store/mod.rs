@@ -17,13 +17,15 @@ pub use sled_store::{SledConfig, SledStore};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::crypto::group::GroupId;
+use crate::identity::SignedPrekey;
 use crate::model::{
     ChatMeta, Contact, GroupRecord, HeldMail, Hlc, MessageId, MessageStatus, OutboxEntry,
     RelayGroupUsage, StoredMessage,
 };
 use crate::wire::Body;
 use records::{
-    GROUPS_KEY, NAME_KEY, addrs_key, control_key, decode, encode, group_key, port_key, usage_key,
+    GROUPS_KEY, NAME_KEY, OWN_PREKEYS_KEY, addrs_key, control_key, decode, encode, group_key,
+    peer_prekey_key, port_key, sealed_key, seen_key, sessions_key, usage_key,
 };
 
 /// The schema version this build writes. A database with a higher version is refused.
@@ -200,6 +202,60 @@ pub trait Store: Send + 'static {
     /// Forgets `group`'s relay usage; an unknown group is fine.
     fn remove_relay_group_usage(&self, group: &GroupId) -> StoreResult<()> {
         self.remove_setting(&usage_key(group))
+    }
+
+    /// Our signed prekeys with their secrets, as the session layer wrote them.
+    fn own_prekeys(&self) -> StoreResult<Option<Vec<u8>>> {
+        self.setting(OWN_PREKEYS_KEY)
+    }
+    /// Saves our signed prekeys.
+    fn set_own_prekeys(&self, bytes: &[u8]) -> StoreResult<()> {
+        self.set_setting(OWN_PREKEYS_KEY, bytes)
+    }
+
+    /// Our sessions with the peer whose identity key is `peer`, as the session layer wrote
+    /// them.
+    fn sessions(&self, peer: &[u8; 32]) -> StoreResult<Option<Vec<u8>>> {
+        self.setting(&sessions_key(peer))
+    }
+    /// Saves our sessions with `peer`.
+    fn set_sessions(&self, peer: &[u8; 32], bytes: &[u8]) -> StoreResult<()> {
+        self.set_setting(&sessions_key(peer), bytes)
+    }
+
+    /// The newest signed prekey `peer` gave us (checked when received).
+    fn peer_prekey(&self, peer: &PeerId) -> StoreResult<Option<SignedPrekey>> {
+        self.setting(&peer_prekey_key(peer))?
+            .map(|bytes| decode(&bytes, "peer prekey"))
+            .transpose()
+    }
+    /// Saves `peer`'s newest signed prekey.
+    fn set_peer_prekey(&self, peer: &PeerId, prekey: &SignedPrekey) -> StoreResult<()> {
+        self.set_setting(&peer_prekey_key(peer), &encode(prekey, "peer prekey")?)
+    }
+
+    /// The envelope our message `id` was sealed into, if it was.
+    fn sealed(&self, id: &MessageId) -> StoreResult<Option<Vec<u8>>> {
+        self.setting(&sealed_key(id))
+    }
+    /// Keeps the envelope our message `id` was sealed into.
+    fn put_sealed(&self, id: &MessageId, envelope: &[u8]) -> StoreResult<()> {
+        self.set_setting(&sealed_key(id), envelope)
+    }
+    /// Forgets a sealed envelope (its message left the outbox); an unknown id is fine.
+    fn remove_sealed(&self, id: &MessageId) -> StoreResult<()> {
+        self.remove_setting(&sealed_key(id))
+    }
+
+    /// The message a received envelope with this digest carried, if we took one.
+    fn seen(&self, digest: &[u8; 32]) -> StoreResult<Option<MessageId>> {
+        self.setting(&seen_key(digest))?
+            .map(|bytes| decode::<(MessageId, u64)>(&bytes, "seen envelope").map(|(id, _)| id))
+            .transpose()
+    }
+    /// Remembers that the envelope with this digest carried message `id`.
+    fn put_seen(&self, digest: &[u8; 32], id: &MessageId, now_ms: u64) -> StoreResult<()> {
+        self.set_setting(&seen_key(digest), &encode(&(id, now_ms), "seen envelope")?)
     }
 
     /// The contact (accepted or request) with this peer id.

@@ -32,6 +32,37 @@ const ADDRS_PREFIX: &str = "addrs/";
 /// Key prefix of a relayed group's usage, then the group id in hex (postcard
 /// `(items, bytes)`).
 const USAGE_PREFIX: &str = "relay-group-usage/";
+/// Key of our own signed prekeys and their secrets (bytes as the session layer wrote them,
+/// encrypted when a passphrase is set).
+pub(super) const OWN_PREKEYS_KEY: &str = "own-prekeys";
+/// Key prefix of our sessions with one peer, then its identity key in hex (bytes as the
+/// session layer wrote them).
+const SESSIONS_PREFIX: &str = "sessions/";
+/// Key prefix of a peer's newest signed prekey, then its base58 peer id (postcard
+/// `SignedPrekey`).
+const PEER_PREKEY_PREFIX: &str = "peer-prekey/";
+/// Key prefix of the envelope an outgoing message was sealed into, then the message id in
+/// hex (the envelope's bytes): every copy of a message is the same bytes.
+const SEALED_PREFIX: &str = "sealed/";
+/// Key prefix of a received envelope's digest, then the digest in hex (postcard
+/// `(MessageId, received ms)`): copies are recognised before they are opened.
+const SEEN_PREFIX: &str = "seen/";
+
+pub(super) fn sessions_key(peer: &[u8; 32]) -> String {
+    format!("{SESSIONS_PREFIX}{}", data_encoding::HEXLOWER.encode(peer))
+}
+
+pub(super) fn peer_prekey_key(peer: &PeerId) -> String {
+    format!("{PEER_PREKEY_PREFIX}{peer}")
+}
+
+pub(super) fn sealed_key(id: &MessageId) -> String {
+    format!("{SEALED_PREFIX}{}", id.to_hex())
+}
+
+pub(super) fn seen_key(digest: &[u8; 32]) -> String {
+    format!("{SEEN_PREFIX}{}", data_encoding::HEXLOWER.encode(digest))
+}
 
 pub(super) fn group_key(id: &GroupId) -> String {
     format!("{GROUP_PREFIX}{}", id.to_hex())

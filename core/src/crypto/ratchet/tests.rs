@@ -232,12 +232,18 @@ fn a_copy_taken_before_a_round_trip_cannot_read_what_comes_after() {
     // What Alice sends before the round trip, the copy reads too.
     let before = send(&mut alice, "before");
     assert_eq!(read(&mut bob, &mut draw, &before).unwrap(), b"before");
-    assert_eq!(read(&mut stolen, &mut attacker_draw, &before).unwrap(), b"before");
+    assert_eq!(
+        read(&mut stolen, &mut attacker_draw, &before).unwrap(),
+        b"before"
+    );
     // One round trip: Bob answers (a receipt) from a fresh key, Alice writes again.
     let reply = send(&mut bob, "receipt");
     read(&mut alice, &mut draw, &reply).unwrap();
     let after = send(&mut alice, "after the round trip");
-    assert_eq!(read(&mut bob, &mut draw, &after).unwrap(), b"after the round trip");
+    assert_eq!(
+        read(&mut bob, &mut draw, &after).unwrap(),
+        b"after the round trip"
+    );
     assert_eq!(
         read(&mut stolen, &mut attacker_draw, &after),
         Err(RatchetError::Unauthentic)

@@ -1,0 +1,388 @@
+//! Pairwise sessions (`crypto::ratchet`) as the node keeps them: our signed prekeys, the
+//! sessions with each peer, sealing a payload into a version-2 envelope and opening one.
+//!
+//! `Sessions` owns the in-memory copies; the store holds the durable ones. Writing order is
+//! the durability argument: when sealing, the advanced session is written before the caller
+//! writes the envelope, so an envelope on disk implies its key's advance on disk (sled
+//! recovers a prefix of its writes in order), and a restart can never seal again with a key
+//! that sealed a kept envelope. When opening, the caller stores the message first and then
+//! commits the session ([`Sessions::commit`]), so a session that moved past a key implies
+//! the message that key opened is kept.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{NodeError, NodeResult};
+use crate::crypto::{self, ratchet};
+use crate::identity::{self, ContactCard, Identity, SignedPrekey};
+use crate::store::Store;
+use crate::wire::session::{SESSION_START_DOMAIN, SessionEnvelope, SessionPlaintext, SessionStart};
+use crate::wire::{DmPayload, Reject};
+
+/// Sessions kept per peer: the one we write in and older ones for messages still in flight
+/// (or started by both sides at once).
+pub(super) const MAX_SESSIONS_PER_PEER: usize = 4;
+/// How long one signed prekey is handed out before a new one replaces it.
+pub(super) const PREKEY_ROTATE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Our prekeys kept (newest first): a contact holding an older card can still reach us for
+/// this many rotations (8 weeks).
+pub(super) const MAX_OWN_PREKEYS: usize = 8;
+/// Peers whose sessions are kept in memory at most; beyond it the cache starts over (the
+/// store has them all).
+const MAX_CACHED_PEERS: usize = 4_096;
+/// The environment variable naming a file where every opened session message's key
+/// fingerprint, outer ephemeral key and envelope digest are appended (tests use it to prove
+/// that no key is used twice). Fingerprints reveal nothing about the keys.
+pub(super) const KEY_LOG_ENV: &str = "BONGHWA_KEY_LOG";
+
+#[derive(Clone, Serialize, Deserialize)]
+struct OwnPrekey {
+    secret: [u8; 32],
+    signed: SignedPrekey,
+    created_ms: u64,
+}
+
+impl Drop for OwnPrekey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
+/// Our sessions with one peer, most recently used first; `active` is the one we write in.
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct PeerSessions {
+    active: Option<[u8; 32]>,
+    sessions: Vec<ratchet::Session>,
+}
+
+impl PeerSessions {
+    fn position(&self, id: &[u8; 32]) -> Option<usize> {
+        self.sessions.iter().position(|s| &s.id == id)
+    }
+
+    /// Moves session `at` to the front, dropping the oldest beyond the bound.
+    fn promote(&mut self, at: usize) {
+        let session = self.sessions.remove(at);
+        self.sessions.insert(0, session);
+        self.sessions.truncate(MAX_SESSIONS_PER_PEER);
+        if self.active.is_some_and(|id| self.position(&id).is_none()) {
+            self.active = None;
+        }
+    }
+}
+
+/// A version-2 envelope opened and read: what to store, and the session state to commit
+/// once it is stored.
+pub(super) struct OpenedSession {
+    /// The payload, checked.
+    pub(super) payload: DmPayload,
+    /// The sender's newest signed prekey, if it sent one.
+    pub(super) prekey: Option<SignedPrekey>,
+    /// Messages of this peer's chains not read yet (a gap, unless they arrive late).
+    pub(super) missing: usize,
+    /// The session state to write after the message.
+    pub(super) commit: SessionCommit,
+}
+
+/// Session state to write once what it opened is stored.
+pub(super) struct SessionCommit {
+    peer: [u8; 32],
+    sessions: PeerSessions,
+}
+
+/// Our prekeys and the sessions with our peers.
+pub(super) struct Sessions {
+    prekeys: Vec<OwnPrekey>,
+    peers: HashMap<[u8; 32], PeerSessions>,
+    key_log: Option<std::fs::File>,
+}
+
+impl Sessions {
+    /// Loads our prekeys (making the first one, or a new one when the newest is older than
+    /// [`PREKEY_ROTATE_MS`]). Written but not flushed: the caller flushes at start.
+    pub(super) fn load(store: &dyn Store, identity: &Identity, now: u64) -> NodeResult<Self> {
+        let mut prekeys: Vec<OwnPrekey> = match store.own_prekeys()? {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(|_| {
+                NodeError::Internal("the stored session prekeys are damaged".into())
+            })?,
+            None => Vec::new(),
+        };
+        let due = prekeys
+            .first()
+            .is_none_or(|newest| now.saturating_sub(newest.created_ms) >= PREKEY_ROTATE_MS);
+        if due {
+            let id = prekeys
+                .first()
+                .map_or(1, |newest| newest.signed.id.wrapping_add(1));
+            let pair = ratchet::KeyPair::from_random(random()?);
+            prekeys.insert(
+                0,
+                OwnPrekey {
+                    secret: pair.secret_bytes(),
+                    signed: identity.sign_prekey(id, pair.public),
+                    created_ms: now,
+                },
+            );
+            prekeys.truncate(MAX_OWN_PREKEYS);
+            let bytes = postcard::to_stdvec(&prekeys)
+                .map_err(|e| NodeError::Internal(format!("encoding prekeys: {e}")))?;
+            store.set_own_prekeys(&bytes)?;
+        }
+        let key_log = std::env::var_os(KEY_LOG_ENV).and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        Ok(Self {
+            prekeys,
+            peers: HashMap::new(),
+            key_log,
+        })
+    }
+
+    /// The signed prekey we hand out now (in our contact code and our messages).
+    pub(super) fn prekey(&self) -> Option<&SignedPrekey> {
+        self.prekeys.first().map(|p| &p.signed)
+    }
+
+    fn peer(&mut self, store: &dyn Store, peer: &[u8; 32]) -> NodeResult<&mut PeerSessions> {
+        if !self.peers.contains_key(peer) {
+            let loaded = match store.sessions(peer)? {
+                Some(bytes) => postcard::from_bytes(&bytes)
+                    .map_err(|_| NodeError::Internal("a stored session is damaged".into()))?,
+                None => PeerSessions::default(),
+            };
+            if self.peers.len() >= MAX_CACHED_PEERS {
+                self.peers.clear();
+            }
+            self.peers.insert(*peer, loaded);
+        }
+        self.peers
+            .get_mut(peer)
+            .ok_or_else(|| NodeError::Internal("session cache".into()))
+    }
+
+    fn save(
+        &mut self,
+        store: &dyn Store,
+        peer: &[u8; 32],
+        sessions: PeerSessions,
+    ) -> NodeResult<()> {
+        let bytes = postcard::to_stdvec(&sessions)
+            .map_err(|e| NodeError::Internal(format!("encoding a session: {e}")))?;
+        store.set_sessions(peer, &bytes)?;
+        self.peers.insert(*peer, sessions);
+        Ok(())
+    }
+
+    /// Seals `payload` for the owner of `card` in our session with them (started from
+    /// `their_prekey` if we have none): a version-2 envelope. The advanced session is
+    /// written to the store (not flushed) before this returns.
+    pub(super) fn seal(
+        &mut self,
+        store: &dyn Store,
+        identity: &Identity,
+        our_card: &ContactCard,
+        card: &ContactCard,
+        their_prekey: &SignedPrekey,
+        payload: DmPayload,
+    ) -> NodeResult<Vec<u8>> {
+        let our_prekey = self.prekey().cloned();
+        let mut peer = self.peer(store, &card.identity)?.clone();
+        let at = match peer.active.and_then(|id| peer.position(&id)) {
+            Some(at) if peer.sessions[at].can_send() => at,
+            _ => {
+                let session = ratchet::Session::initiate(
+                    identity.msg_secret(),
+                    &card.msg_key,
+                    &their_prekey.key,
+                    their_prekey.id,
+                    [random()?, random()?],
+                )
+                .map_err(|e| NodeError::Crypto(format!("starting a session: {e}")))?;
+                peer.active = Some(session.id);
+                peer.sessions.insert(0, session);
+                0
+            }
+        };
+        peer.promote(at);
+        let session = &mut peer.sessions[0];
+        let plaintext = SessionPlaintext {
+            payload,
+            prekey: our_prekey,
+        }
+        .encode();
+        let (message, _) = session
+            .encrypt(&plaintext)
+            .map_err(|e| NodeError::Crypto(format!("sealing in a session: {e}")))?;
+        let start = match message.init {
+            Some(_) => {
+                let signed = SessionEnvelope::start_bytes(&card.identity, &session.id, &message);
+                Some(SessionStart {
+                    card: our_card.clone(),
+                    signature: identity.sign(SESSION_START_DOMAIN, &signed).to_vec(),
+                })
+            }
+            None => None,
+        };
+        let inner = SessionEnvelope {
+            sender: identity.public_key(),
+            session: session.id,
+            start,
+            message,
+        }
+        .encode();
+        let envelope = crypto::seal_v2(&their_prekey.key, &inner, random()?)
+            .map_err(|e| NodeError::Crypto(format!("sealing an envelope: {e}")))?;
+        self.save(store, &card.identity, peer)?;
+        Ok(envelope)
+    }
+
+    /// Opens a version-2 envelope and reads it in its session (accepting a new session
+    /// only if its start is signed by the sender). Nothing is written: commit the returned
+    /// state after storing what it opened.
+    pub(super) fn open(
+        &mut self,
+        store: &dyn Store,
+        identity: &Identity,
+        envelope: &[u8],
+    ) -> Result<OpenedSession, Reject> {
+        let (inner, prekey_index) = self
+            .prekeys
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| crypto::open_v2(&p.secret, envelope).ok().map(|b| (b, i)))
+            .ok_or(Reject::Undecryptable)?;
+        let _ = prekey_index;
+        let inner = SessionEnvelope::decode(&inner).map_err(|_| Reject::Malformed)?;
+        let me = identity.public_key();
+        let mut peer = match self.peer(store, &inner.sender) {
+            Ok(peer) => peer.clone(),
+            Err(e) => {
+                tracing::error!("cannot read sessions: {e:#}");
+                return Err(Reject::Undecryptable);
+            }
+        };
+        let at = match peer.position(&inner.session) {
+            Some(at) => at,
+            None => {
+                let session = self.accept(identity, &inner)?;
+                peer.sessions.insert(0, session);
+                0
+            }
+        };
+        let opened = peer.sessions[at]
+            .decrypt(&inner.message, random().map_err(|_| Reject::Undecryptable)?)
+            .map_err(|e| {
+                tracing::debug!("session message refused: {e}");
+                Reject::Undecryptable
+            })?;
+        let plain = SessionPlaintext::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
+        if plain.payload.sender.identity != inner.sender || plain.payload.recipient != me {
+            return Err(Reject::Forged);
+        }
+        if let Some(log) = self.key_log.as_mut() {
+            let digest = envelope_digest(envelope);
+            let line = format!(
+                "{} {} {}\n",
+                hex(&opened.key),
+                hex(envelope.get(1..33).unwrap_or_default()),
+                hex(&digest)
+            );
+            let _ = log.write_all(line.as_bytes());
+        }
+        peer.promote(at);
+        // Signal's rule: we write in the session we last read from, so two sessions
+        // started at once converge on the one each side heard last.
+        if peer.sessions[0].can_send() {
+            peer.active = Some(peer.sessions[0].id);
+        }
+        Ok(OpenedSession {
+            payload: plain.payload,
+            prekey: plain.prekey,
+            missing: opened.missing,
+            commit: SessionCommit {
+                peer: inner.sender,
+                sessions: peer,
+            },
+        })
+    }
+
+    /// A session the sender starts: only with its signed start, on a prekey we hold.
+    fn accept(
+        &self,
+        identity: &Identity,
+        inner: &SessionEnvelope,
+    ) -> Result<ratchet::Session, Reject> {
+        let (Some(start), Some(init)) = (&inner.start, &inner.message.init) else {
+            // A message in a session we do not have (we lost it, or dropped it as old).
+            return Err(Reject::Undecryptable);
+        };
+        if start.card.identity != inner.sender || start.card.verify().is_err() {
+            return Err(Reject::Forged);
+        }
+        let signed =
+            SessionEnvelope::start_bytes(&identity.public_key(), &inner.session, &inner.message);
+        identity::verify_signature(
+            &inner.sender,
+            SESSION_START_DOMAIN,
+            &signed,
+            &start.signature,
+        )
+        .map_err(|_| Reject::Forged)?;
+        let prekey = self
+            .prekeys
+            .iter()
+            .find(|p| p.signed.id == init.prekey_id)
+            .ok_or(Reject::Undecryptable)?;
+        let pair = ratchet::KeyPair::from_secret(&prekey.secret);
+        let session =
+            ratchet::Session::accept(identity.msg_secret(), &pair, &start.card.msg_key, init)
+                .map_err(|_| Reject::Undecryptable)?;
+        if session.id != inner.session {
+            return Err(Reject::Forged);
+        }
+        Ok(session)
+    }
+
+    /// Writes the session state an [`OpenedSession`] left (after its message is stored).
+    pub(super) fn commit(&mut self, store: &dyn Store, commit: SessionCommit) -> NodeResult<()> {
+        self.save(store, &commit.peer, commit.sessions)
+    }
+
+    /// Whether the peer with identity key `peer` has written to us in a session: a
+    /// version-1 envelope claiming to come from it is then a downgrade, refused.
+    pub(super) fn heard_in_session(&mut self, store: &dyn Store, peer: &[u8; 32]) -> bool {
+        match self.peer(store, peer) {
+            Ok(sessions) => sessions.sessions.iter().any(|s| s.confirmed),
+            // Unreadable session state: refuse rather than accept an unauthenticated
+            // envelope.
+            Err(_) => true,
+        }
+    }
+}
+
+/// The digest copies of an envelope are recognised by.
+pub(super) fn envelope_digest(envelope: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"bonghwa-envelope-v1")
+        .chain_update(envelope)
+        .finalize()
+        .into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+fn random() -> NodeResult<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| NodeError::Internal(format!("no randomness: {e}")))?;
+    Ok(bytes)
+}
