@@ -40,6 +40,8 @@ pub struct Launch {
     pub mdns: bool,
     /// Listen address; default `/ip4/127.0.0.1/tcp/0`. Empty string: no `--listen` flag.
     pub listen: Option<String>,
+    /// Extra environment variables (such as `BONGHWA_KEY_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Runs `bin [args] id --json` on `data_dir` (creating the identity if new) and returns
@@ -100,6 +102,7 @@ impl RpcProcess {
             .create(true)
             .append(true)
             .open(data_dir.with_extension("log"))?;
+        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
         let mut child = command
             .env("RUST_LOG", "info,bonghwa_core=debug")
             .stdin(Stdio::piped())

@@ -288,9 +288,9 @@ impl Session {
         })
     }
 
-    /// Whether we can write in this session now.
+    /// Whether we can write in this session now (a responder can once it has read).
     pub fn can_send(&self) -> bool {
-        self.send_chain.is_some()
+        self.send_chain.is_some() || self.theirs.is_some()
     }
 
     /// How many messages we have sent in this session's current chain (a counter the tests
@@ -300,8 +300,25 @@ impl Session {
     }
 
     /// Encrypts `plaintext`, advancing the sending chain. The caller must make the new
-    /// state durable before the message leaves, or a restart would reuse the key.
-    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<(Message, KeyFingerprint), RatchetError> {
+    /// state durable before the message leaves, or a restart would reuse the key. `random`
+    /// is our next ratchet key, used if the peer turned the ratchet since we last wrote.
+    pub fn encrypt(
+        &mut self,
+        plaintext: &[u8],
+        random: [u8; 32],
+    ) -> Result<(Message, KeyFingerprint), RatchetError> {
+        if self.send_chain.is_none() {
+            // Our half of the turn, made only now that we write: a key made when reading
+            // and kept unused would be in every copy of the state taken meanwhile, and a
+            // copy that holds our next key reads what the peer writes after our answer.
+            let theirs = self.theirs.ok_or(RatchetError::CannotSend)?;
+            self.ours = KeyPair::from_random(random);
+            let (root, send_chain) = kdf_root(&self.root, &self.ours.dh(&theirs)?);
+            self.root = root;
+            self.send_chain = Some(send_chain);
+            self.previous_sent = self.sent;
+            self.sent = 0;
+        }
         let chain = self.send_chain.as_mut().ok_or(RatchetError::CannotSend)?;
         let (next, message_key) = kdf_chain(chain);
         *chain = next;
@@ -322,20 +339,15 @@ impl Session {
         ))
     }
 
-    /// Decrypts `message`. All or nothing: if it fails, the session is as it was. `random`
-    /// is the next ratchet key, used if the message turns the ratchet.
-    pub fn decrypt(&mut self, message: &Message, random: [u8; 32]) -> Result<Opened, RatchetError> {
+    /// Decrypts `message`. All or nothing: if it fails, the session is as it was.
+    pub fn decrypt(&mut self, message: &Message) -> Result<Opened, RatchetError> {
         let mut next = self.clone();
-        let opened = next.decrypt_in_place(message, random)?;
+        let opened = next.decrypt_in_place(message)?;
         *self = next;
         Ok(opened)
     }
 
-    fn decrypt_in_place(
-        &mut self,
-        message: &Message,
-        random: [u8; 32],
-    ) -> Result<Opened, RatchetError> {
+    fn decrypt_in_place(&mut self, message: &Message) -> Result<Opened, RatchetError> {
         let header = &message.header;
         if let Some(at) = self
             .skipped
@@ -356,7 +368,7 @@ impl Session {
             if self.recv_chain.is_some() {
                 self.skip_to(header.pn)?;
             }
-            self.turn(&header.dh, random)?;
+            self.turn(&header.dh)?;
         }
         if header.n < self.received {
             return Err(RatchetError::KeyGone);
@@ -404,18 +416,17 @@ impl Session {
         Ok(())
     }
 
-    /// A DH ratchet step on their new key `theirs`.
-    fn turn(&mut self, theirs: &[u8; 32], random: [u8; 32]) -> Result<(), RatchetError> {
-        self.previous_sent = self.sent;
-        self.sent = 0;
+    /// The receiving half of a DH ratchet step on their new key `theirs`; the sending half
+    /// waits for our next message ([`Session::encrypt`]).
+    fn turn(&mut self, theirs: &[u8; 32]) -> Result<(), RatchetError> {
         self.received = 0;
         self.theirs = Some(*theirs);
         let (root, recv_chain) = kdf_root(&self.root, &self.ours.dh(theirs)?);
-        self.ours = KeyPair::from_random(random);
-        let (root, send_chain) = kdf_root(&root, &self.ours.dh(theirs)?);
         self.root = root;
         self.recv_chain = Some(recv_chain);
-        self.send_chain = Some(send_chain);
+        if let Some(mut old) = self.send_chain.take() {
+            old.zeroize();
+        }
         Ok(())
     }
 

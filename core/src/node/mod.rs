@@ -27,6 +27,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use sessions::DataDirReader;
 pub use types::{
     ChatInfo, ChatKind, ContactInfo, IdentityInfo, MailboxState, MessageInfo, NearbyPeer, PeerInfo,
     RelayInfo,

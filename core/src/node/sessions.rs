@@ -28,14 +28,18 @@ pub(super) const MAX_SESSIONS_PER_PEER: usize = 4;
 /// How long one signed prekey is handed out before a new one replaces it.
 pub(super) const PREKEY_ROTATE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Our prekeys kept (newest first): a contact holding an older card can still reach us for
-/// this many rotations (8 weeks).
-pub(super) const MAX_OWN_PREKEYS: usize = 8;
+/// this many rotations (4 weeks). Older secrets are deleted, which is what makes the first
+/// messages of a session (sealed to a prekey) unreadable with a later copy of the data dir.
+pub(super) const MAX_OWN_PREKEYS: usize = 4;
 /// Peers whose sessions are kept in memory at most; beyond it the cache starts over (the
 /// store has them all).
 const MAX_CACHED_PEERS: usize = 4_096;
-/// The environment variable naming a file where every opened session message's key
-/// fingerprint, outer ephemeral key and envelope digest are appended (tests use it to prove
-/// that no key is used twice). Fingerprints reveal nothing about the keys.
+/// The environment variable naming a file where the node appends a line for every session
+/// envelope it seals (`sealed <envelope hex>`: what any observer of the wire or a relay
+/// sees) and opens (`opened <key fingerprint> <outer ephemeral key> <envelope digest>`).
+/// The scenario tests use it to play the attacker who captured every envelope and to prove
+/// that no message key and no outer key is ever used for two different envelopes.
+/// Fingerprints reveal nothing about the keys; envelopes are ciphertext.
 pub(super) const KEY_LOG_ENV: &str = "BONGHWA_KEY_LOG";
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -218,7 +222,7 @@ impl Sessions {
         }
         .encode();
         let (message, _) = session
-            .encrypt(&plaintext)
+            .encrypt(&plaintext, random()?)
             .map_err(|e| NodeError::Crypto(format!("sealing in a session: {e}")))?;
         let start = match message.init {
             Some(_) => {
@@ -240,6 +244,7 @@ impl Sessions {
         let envelope = crypto::seal_v2(&their_prekey.key, &inner, random()?)
             .map_err(|e| NodeError::Crypto(format!("sealing an envelope: {e}")))?;
         self.save(store, &card.identity, peer)?;
+        self.log(&format!("sealed {}\n", hex(&envelope)));
         Ok(envelope)
     }
 
@@ -276,25 +281,22 @@ impl Sessions {
                 0
             }
         };
-        let opened = peer.sessions[at]
-            .decrypt(&inner.message, random().map_err(|_| Reject::Undecryptable)?)
-            .map_err(|e| {
-                tracing::debug!("session message refused: {e}");
-                Reject::Undecryptable
-            })?;
+        let opened = peer.sessions[at].decrypt(&inner.message).map_err(|e| {
+            tracing::debug!("session message refused: {e}");
+            Reject::Undecryptable
+        })?;
         let plain = SessionPlaintext::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
         if plain.payload.sender.identity != inner.sender || plain.payload.recipient != me {
             return Err(Reject::Forged);
         }
-        if let Some(log) = self.key_log.as_mut() {
-            let digest = envelope_digest(envelope);
+        if self.key_log.is_some() {
             let line = format!(
-                "{} {} {}\n",
+                "opened {} {} {}\n",
                 hex(&opened.key),
                 hex(envelope.get(1..33).unwrap_or_default()),
-                hex(&digest)
+                hex(&envelope_digest(envelope))
             );
-            let _ = log.write_all(line.as_bytes());
+            self.log(&line);
         }
         peer.promote(at);
         // Signal's rule: we write in the session we last read from, so two sessions
@@ -311,6 +313,14 @@ impl Sessions {
                 sessions: peer,
             },
         })
+    }
+
+    fn log(&mut self, line: &str) {
+        if let Some(log) = self.key_log.as_mut() {
+            // One write of one line to a file opened for appending: lines of several
+            // processes do not interleave.
+            let _ = log.write_all(line.as_bytes());
+        }
     }
 
     /// A session the sender starts: only with its signed start, on a prekey we hold.
@@ -363,6 +373,52 @@ impl Sessions {
             // Unreadable session state: refuse rather than accept an unauthenticated
             // envelope.
             Err(_) => true,
+        }
+    }
+}
+
+/// Reads envelopes with the keys and sessions in a copy of a data dir, as whoever copied
+/// it could: what a seized phone or a stolen backup opens. The copy's sessions advance in
+/// memory only (the attacker keeps up with what it reads); nothing is written back.
+pub struct DataDirReader {
+    identity: Identity,
+    store: crate::store::SledStore,
+    sessions: Sessions,
+}
+
+impl DataDirReader {
+    /// Opens the copy at `data_dir` (its `identity.key` and `db`).
+    pub fn open(data_dir: &std::path::Path) -> NodeResult<Self> {
+        let identity = Identity::load_or_create(&data_dir.join("identity.key"))?;
+        let store = crate::store::SledStore::open(
+            &data_dir.join("db"),
+            &crate::store::SledConfig::default(),
+        )?;
+        let sessions = Sessions::load(&store, &identity, 0)?;
+        Ok(Self {
+            identity,
+            store,
+            sessions,
+        })
+    }
+
+    /// The text `envelope` carries, if this copy opens it (either version).
+    pub fn read(&mut self, envelope: &[u8]) -> Option<String> {
+        let payload = if crypto::envelope_version(envelope) == Some(crypto::ENVELOPE_V2) {
+            let opened = self
+                .sessions
+                .open(&self.store, &self.identity, envelope)
+                .ok()?;
+            let peer = opened.commit.peer;
+            self.sessions.peers.insert(peer, opened.commit.sessions);
+            opened.payload
+        } else {
+            let opened = crypto::open(self.identity.msg_secret(), envelope).ok()?;
+            DmPayload::decode(&opened.plaintext).ok()?
+        };
+        match payload.body {
+            crate::wire::Body::Text(text) => Some(text),
+            _ => Some(String::new()),
         }
     }
 }
