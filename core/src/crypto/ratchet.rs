@@ -236,11 +236,30 @@ impl Session {
         let dh2 = base.dh(their_identity)?;
         let dh3 = base.dh(their_prekey)?;
         let shared = x3dh_secret(&dh1, &dh2, &dh3);
-        let ours = KeyPair::from_random(random[1]);
-        let (root, send_chain) = kdf_root(&shared, &ours.dh(their_prekey)?);
+        Self::started(
+            &shared,
+            associated(&identity.public, their_identity),
+            base.public,
+            their_prekey,
+            prekey_id,
+            random[1],
+        )
+    }
+
+    /// The initiator's session once the X3DH secret is known.
+    fn started(
+        shared: &[u8; 32],
+        ad: ([u8; 32], [u8; 32]),
+        base: [u8; 32],
+        their_prekey: &[u8; 32],
+        prekey_id: u32,
+        random: [u8; 32],
+    ) -> Result<Self, RatchetError> {
+        let ours = KeyPair::from_random(random);
+        let (root, send_chain) = kdf_root(shared, &ours.dh(their_prekey)?);
         Ok(Self {
-            id: base.public,
-            ad: associated(&identity.public, their_identity),
+            id: base,
+            ad,
             root,
             ours,
             theirs: Some(*their_prekey),
@@ -249,13 +268,39 @@ impl Session {
             sent: 0,
             received: 0,
             previous_sent: 0,
-            init: Some(Init {
-                base: base.public,
-                prekey_id,
-            }),
+            init: Some(Init { base, prekey_id }),
             confirmed: false,
             skipped: VecDeque::new(),
         })
+    }
+
+    /// The initiator's side of a session to the responder *as if* started by the owner of
+    /// `claimed_identity`, built from the responder's secrets alone: key-compromise
+    /// impersonation against X3DH, which is possible. It exists so that tests can prove
+    /// that the signature on a session's start is what stops it.
+    #[cfg(feature = "forgery")]
+    pub fn forge_initiator(
+        claimed_identity: &[u8; 32],
+        responder_identity_secret: &[u8; 32],
+        responder_prekey_secret: &[u8; 32],
+        prekey_id: u32,
+        random: [[u8; 32]; 2],
+    ) -> Result<Self, RatchetError> {
+        let responder = KeyPair::from_secret(responder_identity_secret);
+        let prekey = KeyPair::from_secret(responder_prekey_secret);
+        let base = KeyPair::from_random(random[0]);
+        let dh1 = prekey.dh(claimed_identity)?;
+        let dh2 = base.dh(&responder.public)?;
+        let dh3 = base.dh(&prekey.public)?;
+        let shared = x3dh_secret(&dh1, &dh2, &dh3);
+        Self::started(
+            &shared,
+            associated(claimed_identity, &responder.public),
+            base.public,
+            &prekey.public,
+            prekey_id,
+            random[1],
+        )
     }
 
     /// Bob accepts a session Alice started: `our_prekey` is the signed prekey `init`

@@ -402,6 +402,20 @@ impl DataDirReader {
         })
     }
 
+    /// The secrets a thief of this data dir holds: the identity message key, and each
+    /// prekey's id and secret (for tests that forge what such a thief could).
+    #[cfg(feature = "forgery")]
+    pub fn stolen_secrets(&self) -> ([u8; 32], Vec<(u32, [u8; 32])>) {
+        (
+            *self.identity.msg_secret(),
+            self.sessions
+                .prekeys
+                .iter()
+                .map(|p| (p.signed.id, p.secret))
+                .collect(),
+        )
+    }
+
     /// The text `envelope` carries, if this copy opens it (either version).
     pub fn read(&mut self, envelope: &[u8]) -> Option<String> {
         let payload = if crypto::envelope_version(envelope) == Some(crypto::ENVELOPE_V2) {

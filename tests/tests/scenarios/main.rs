@@ -14,6 +14,7 @@ mod persistence;
 mod reach;
 mod relay;
 mod rpc_cli;
+mod sessions;
 
 use std::path::PathBuf;
 

@@ -39,10 +39,7 @@ fn pair() -> Pair {
     let mut bob =
         Session::accept(&bob_identity, &bob_prekey, &alice_identity_public, &init).unwrap();
     assert_eq!(bob.id, alice.id);
-    assert_eq!(
-        bob.decrypt(&first).unwrap().plaintext,
-        b"hello"
-    );
+    assert_eq!(bob.decrypt(&first).unwrap().plaintext, b"hello");
     Pair { alice, bob, draw }
 }
 
@@ -292,10 +289,7 @@ fn a_session_bound_to_another_identity_does_not_open() {
         &init,
     )
     .unwrap();
-    assert_eq!(
-        bob.decrypt(&m).unwrap_err(),
-        RatchetError::Unauthentic
-    );
+    assert_eq!(bob.decrypt(&m).unwrap_err(), RatchetError::Unauthentic);
 }
 
 #[test]
@@ -311,9 +305,7 @@ fn low_order_keys_are_refused() {
 #[test]
 fn message_keys_are_never_repeated_in_a_long_conversation() {
     let Pair {
-        mut alice,
-        mut bob,
-        ..
+        mut alice, mut bob, ..
     } = pair();
     let mut keys = std::collections::BTreeSet::new();
     for round in 0..30 {
