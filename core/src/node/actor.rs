@@ -1209,6 +1209,7 @@ impl Actor {
             let (envelope, sealed_now) = direct::envelope_for(io, card, id)?;
             if sealed_now {
                 io.store.flush()?;
+                io.sessions.flushed();
             }
             Ok(envelope)
         })

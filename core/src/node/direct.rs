@@ -181,6 +181,7 @@ impl Direct {
     ) {
         match io.store.flush() {
             Ok(()) => {
+                io.sessions.flushed();
                 for (prepared, reply) in sends {
                     let _ = reply.send(Ok(prepared.id));
                     self.handle(io, Input::Queued(prepared.entry), out);
@@ -240,12 +241,15 @@ impl Direct {
         }
         // An envelope sealed just now (a control message) leaves only once its session's
         // advance is durable.
-        if fresh && let Err(e) = io.store.flush() {
-            tracing::error!("cannot make sealed envelopes durable: {e:#}");
-            for id in sent {
-                next.extend(self.outbox.handle(Input::Failed(id), io.now));
+        if fresh {
+            if let Err(e) = io.store.flush() {
+                tracing::error!("cannot make sealed envelopes durable: {e:#}");
+                for id in sent {
+                    next.extend(self.outbox.handle(Input::Failed(id), io.now));
+                }
+                return;
             }
-            return;
+            io.sessions.flushed();
         }
         for id in &sent {
             out.extend(update_status(io.store, id, MessageStatus::Sent).map(DirectOut::Emit));
@@ -372,6 +376,9 @@ impl Direct {
                 .collect();
         }
         out.extend(receipt_outs);
+        if stored {
+            io.sessions.flushed();
+        }
         for (peer_id, name) in new_requests {
             out.push(DirectOut::Emit(Event::ContactRequest { peer_id, name }));
         }

@@ -36,7 +36,9 @@ pub(super) const MAX_OWN_PREKEYS: usize = 4;
 const MAX_CACHED_PEERS: usize = 4_096;
 /// The environment variable naming a file where the node appends a line for every session
 /// envelope it seals (`sealed <envelope hex>`: what any observer of the wire or a relay
-/// sees) and opens (`opened <key fingerprint> <outer ephemeral key> <envelope digest>`).
+/// sees; written once the envelope is durable and may leave, as `sealed <key fingerprint>
+/// <outer ephemeral key> <envelope hex>`) and opens (`opened <key fingerprint> <outer
+/// ephemeral key> <envelope digest>`).
 /// The scenario tests use it to play the attacker who captured every envelope and to prove
 /// that no message key and no outer key is ever used for two different envelopes.
 /// Fingerprints reveal nothing about the keys; envelopes are ciphertext.
@@ -102,6 +104,8 @@ pub(super) struct Sessions {
     prekeys: Vec<OwnPrekey>,
     peers: HashMap<[u8; 32], PeerSessions>,
     key_log: Option<std::fs::File>,
+    /// Key log lines of envelopes sealed since the last flush.
+    unflushed_log: Vec<String>,
 }
 
 impl Sessions {
@@ -146,6 +150,7 @@ impl Sessions {
             prekeys,
             peers: HashMap::new(),
             key_log,
+            unflushed_log: Vec::new(),
         })
     }
 
@@ -221,7 +226,7 @@ impl Sessions {
             prekey: our_prekey,
         }
         .encode();
-        let (message, _) = session
+        let (message, key) = session
             .encrypt(&plaintext, random()?)
             .map_err(|e| NodeError::Crypto(format!("sealing in a session: {e}")))?;
         let start = match message.init {
@@ -244,7 +249,14 @@ impl Sessions {
         let envelope = crypto::seal_v2(&their_prekey.key, &inner, random()?)
             .map_err(|e| NodeError::Crypto(format!("sealing an envelope: {e}")))?;
         self.save(store, &card.identity, peer)?;
-        self.log(&format!("sealed {}\n", hex(&envelope)));
+        if self.key_log.is_some() {
+            self.unflushed_log.push(format!(
+                "sealed {} {} {}\n",
+                hex(&key),
+                hex(envelope.get(1..33).unwrap_or_default()),
+                hex(&envelope)
+            ));
+        }
         Ok(envelope)
     }
 
@@ -313,6 +325,13 @@ impl Sessions {
                 sessions: peer,
             },
         })
+    }
+
+    /// The store was flushed: what was sealed before is durable and may leave.
+    pub(super) fn flushed(&mut self) {
+        for line in std::mem::take(&mut self.unflushed_log) {
+            self.log(&line);
+        }
     }
 
     fn log(&mut self, line: &str) {

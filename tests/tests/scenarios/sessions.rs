@@ -37,6 +37,8 @@ fn logged(log: &Path, args: &[String]) -> Launch {
 struct KeyLog {
     /// Every envelope sealed, in order.
     sealed: Vec<Vec<u8>>,
+    /// The message key fingerprint of each, in the same order.
+    sealed_keys: Vec<String>,
     /// `(key fingerprint, outer ephemeral key, envelope digest)` per envelope opened.
     opened: Vec<(String, String, String)>,
 }
@@ -48,9 +50,11 @@ fn read_logs(paths: &[&Path]) -> anyhow::Result<KeyLog> {
         for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             match fields.as_slice() {
-                ["sealed", hex] => log
-                    .sealed
-                    .push(data_encoding::HEXLOWER.decode(hex.as_bytes())?),
+                ["sealed", key, _, hex] => {
+                    log.sealed_keys.push((*key).into());
+                    log.sealed
+                        .push(data_encoding::HEXLOWER.decode(hex.as_bytes())?);
+                }
                 ["opened", key, outer, digest] => {
                     log.opened
                         .push(((*key).into(), (*outer).into(), (*digest).into()));
