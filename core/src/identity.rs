@@ -26,6 +26,13 @@ const PREKEY_DOMAIN: &[u8] = b"bonghwa-prekey-v1";
 const CODE_PREFIX: &str = "BH1";
 const CHECKSUM_LEN: usize = 4;
 const KEY_FILE_VERSION: u8 = 1;
+/// An `identity.key` whose secrets are encrypted under a passphrase.
+const KEY_FILE_PROTECTED: u8 = 2;
+/// Argon2id cost (OWASP's first recommendation: 19 MiB, 2 passes, 1 lane): about a
+/// quarter second on a phone, and every guess of an attacker costs the same.
+const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+const ARGON2_PASSES: u32 = 2;
+const ARGON2_LANES: u32 = 1;
 
 /// Problems with identities, cards and contact codes.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +69,90 @@ pub enum IdentityError {
     /// The OS gave no randomness.
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
+    /// The key file is protected and no passphrase was given.
+    #[error(
+        "{path} is protected by a passphrase: give it with --passphrase-file FILE or \
+         BONGHWA_PASSPHRASE (\"passphrase\" in the C config)"
+    )]
+    PassphraseNeeded {
+        /// Path of the key file.
+        path: String,
+    },
+    /// The passphrase does not open the key file. Nothing was changed.
+    #[error("wrong passphrase for {path}; nothing was changed")]
+    WrongPassphrase {
+        /// Path of the key file.
+        path: String,
+    },
+}
+
+/// The key that encrypts secrets at rest (the identity key file and session state), from
+/// the user's passphrase by Argon2id. Records sealed with it are ChaCha20-Poly1305 with a
+/// fresh random nonce each.
+#[derive(Clone)]
+pub struct RestKey([u8; 32]);
+
+impl std::fmt::Debug for RestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RestKey(..)")
+    }
+}
+
+impl Drop for RestKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl RestKey {
+    /// Derives the key from `passphrase` and `salt` (Argon2id, the costs above).
+    fn derive(passphrase: &str, salt: &[u8; 16]) -> Result<Self, IdentityError> {
+        let params = argon2::Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, Some(32))
+            .map_err(|e| IdentityError::Random(format!("argon2 parameters: {e}")))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        argon
+            .hash_password_into(passphrase.as_bytes(), salt, &mut key)
+            .map_err(|e| IdentityError::Random(format!("argon2: {e}")))?;
+        Ok(Self(key))
+    }
+
+    /// Encrypts `plaintext`: nonce ‖ ciphertext.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        let mut nonce = [0u8; 12];
+        getrandom::getrandom(&mut nonce).map_err(|e| IdentityError::Random(e.to_string()))?;
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&self.0.into());
+        let sealed = cipher
+            .encrypt(&nonce.into(), plaintext)
+            .map_err(|_| IdentityError::Random("encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend(sealed);
+        Ok(out)
+    }
+
+    /// Decrypts what [`RestKey::seal`] made; `None` if it was made under another key or
+    /// altered.
+    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::{Aead, KeyInit};
+        if sealed.len() < 12 {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        chacha20poly1305::ChaCha20Poly1305::new(&self.0.into())
+            .decrypt(&nonce.into(), body)
+            .ok()
+    }
+}
+
+/// A protected key file: the secrets of [`KeyFile`] sealed under the passphrase's key.
+#[derive(Serialize, Deserialize)]
+struct ProtectedKeyFile {
+    version: u8,
+    salt: [u8; 16],
+    sealed: Vec<u8>,
 }
 
 /// A signed statement "this peer receives messages under this X25519 key, is called this,
@@ -240,6 +331,30 @@ impl SignedPrekey {
     }
 }
 
+fn plain_missing(path: &Path) -> bool {
+    !path.exists()
+}
+
+/// Writes `bytes` to `path` (mode 0600) via a temporary file, fsync and rename.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("key.tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut out = options.open(&tmp)?;
+    out.write_all(bytes)?;
+    out.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The peer id belonging to an ed25519 public key.
 pub fn peer_id_of(identity: &[u8; 32]) -> Result<PeerId, IdentityError> {
     let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(identity)
@@ -322,57 +437,99 @@ impl Identity {
     }
 
     /// Loads the identity from `path`, or creates it there (mode 0600) if the file is absent.
+    /// A file protected by a passphrase is an error here: use [`Identity::load_or_create_with`].
     pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
+        Self::load_or_create_with(path, None).map(|(identity, _)| identity)
+    }
+
+    /// Loads (or creates) the identity at `path`. With a passphrase, the file is encrypted
+    /// under a key from it (an unprotected file is rewritten protected) and that key is
+    /// returned for the rest of the secrets at rest. A protected file without a passphrase,
+    /// or with a wrong one, is a clear error and nothing is written.
+    pub fn load_or_create_with(
+        path: &Path,
+        passphrase: Option<&str>,
+    ) -> Result<(Self, Option<RestKey>), IdentityError> {
         let err = |detail: String| IdentityError::KeyFile {
             path: path.display().to_string(),
             detail,
         };
-        match fs::read(path) {
-            Ok(bytes) => {
-                let file: KeyFile = postcard::from_bytes(&bytes)
-                    .map_err(|_| err("damaged; restore it from a backup".into()))?;
-                if file.version != KEY_FILE_VERSION {
-                    return Err(err(format!("unknown version {}", file.version)));
+        let shown = path.display().to_string();
+        let plain = match fs::read(path) {
+            Ok(bytes) => match bytes.first() {
+                Some(&KEY_FILE_PROTECTED) => {
+                    let file: ProtectedKeyFile = postcard::from_bytes(&bytes)
+                        .map_err(|_| err("damaged; restore it from a backup".into()))?;
+                    let passphrase = passphrase.ok_or(IdentityError::PassphraseNeeded {
+                        path: shown.clone(),
+                    })?;
+                    let key = RestKey::derive(passphrase, &file.salt)?;
+                    let inner = key
+                        .open(&file.sealed)
+                        .ok_or(IdentityError::WrongPassphrase { path: shown })?;
+                    let identity = Self::from_key_file(&inner).map_err(err)?;
+                    return Ok((identity, Some(key)));
                 }
-                Ok(Self {
-                    signing: SigningKey::from_bytes(&file.ed25519_secret),
-                    msg_secret: file.x25519_secret,
-                    msg_public: file.x25519_public,
-                })
+                _ => Some(bytes),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let identity = match plain {
+            Some(bytes) => Self::from_key_file(&bytes).map_err(err)?,
+            None => Self::generate()?,
+        };
+        let key = match passphrase {
+            Some(passphrase) => {
+                let mut salt = [0u8; 16];
+                getrandom::getrandom(&mut salt)
+                    .map_err(|e| IdentityError::Random(e.to_string()))?;
+                let key = RestKey::derive(passphrase, &salt)?;
+                let file = ProtectedKeyFile {
+                    version: KEY_FILE_PROTECTED,
+                    salt,
+                    sealed: key
+                        .seal(&identity.key_file_bytes().map_err(|e| err(e.to_string()))?)?,
+                };
+                let bytes = postcard::to_stdvec(&file).map_err(|e| err(e.to_string()))?;
+                write_private(path, &bytes).map_err(|e| err(e.to_string()))?;
+                Some(key)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let identity = Self::generate()?;
-                identity.write(path).map_err(|e| err(e.to_string()))?;
-                Ok(identity)
+            None => {
+                if plain_missing(path) {
+                    identity.write(path).map_err(|e| err(e.to_string()))?;
+                }
+                None
             }
-            Err(e) => Err(err(e.to_string())),
-        }
+        };
+        Ok((identity, key))
     }
 
-    fn write(&self, path: &Path) -> std::io::Result<()> {
+    fn from_key_file(bytes: &[u8]) -> Result<Self, String> {
+        let file: KeyFile = postcard::from_bytes(bytes)
+            .map_err(|_| "damaged; restore it from a backup".to_owned())?;
+        if file.version != KEY_FILE_VERSION {
+            return Err(format!("unknown version {}", file.version));
+        }
+        Ok(Self {
+            signing: SigningKey::from_bytes(&file.ed25519_secret),
+            msg_secret: file.x25519_secret,
+            msg_public: file.x25519_public,
+        })
+    }
+
+    fn key_file_bytes(&self) -> std::io::Result<Vec<u8>> {
         let file = KeyFile {
             version: KEY_FILE_VERSION,
             ed25519_secret: self.signing.to_bytes(),
             x25519_secret: self.msg_secret,
             x25519_public: self.msg_public,
         };
-        let bytes = postcard::to_stdvec(&file).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("key.tmp");
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut out = options.open(&tmp)?;
-        out.write_all(&bytes)?;
-        out.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        postcard::to_stdvec(&file).map_err(std::io::Error::other)
+    }
+
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        write_private(path, &self.key_file_bytes()?)
     }
 
     /// The libp2p keypair (the same ed25519 key).
@@ -591,5 +748,35 @@ mod tests {
         }
         fs::write(&path, b"garbage").unwrap();
         assert!(Identity::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn a_passphrase_protects_the_key_file_and_a_wrong_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.key");
+        let plain = Identity::load_or_create(&path).unwrap();
+        let secret = plain.signing.to_bytes();
+        // Protecting an existing identity keeps it and rewrites the file.
+        let (protected, key) = Identity::load_or_create_with(&path, Some("마늘 garlic 7")).unwrap();
+        assert!(key.is_some());
+        assert_eq!(protected.peer_id(), plain.peer_id());
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[0], KEY_FILE_PROTECTED);
+        assert!(!bytes.windows(32).any(|w| w == secret));
+        // Without it, or with a wrong one: a clear error, and the file is unchanged.
+        assert!(matches!(
+            Identity::load_or_create(&path),
+            Err(IdentityError::PassphraseNeeded { .. })
+        ));
+        let err = Identity::load_or_create_with(&path, Some("wrong")).unwrap_err();
+        assert!(
+            matches!(err, IdentityError::WrongPassphrase { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nothing was changed"));
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        let (again, _) = Identity::load_or_create_with(&path, Some("마늘 garlic 7")).unwrap();
+        assert_eq!(again.peer_id(), plain.peer_id());
+        assert_eq!(again.msg_public(), plain.msg_public());
     }
 }

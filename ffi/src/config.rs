@@ -1,6 +1,7 @@
 //! `config_json` → [`bonghwa_core::Config`].
 //!
-//! The keys mirror the CLI flags (see ffi/README.md): `name`, `listen`, `bootstrap`, `mdns`.
+//! The keys mirror the CLI flags (see ffi/README.md): `name`, `listen`, `bootstrap`, `mdns`,
+//! `passphrase`.
 //! Every key is optional; an unknown key is an error so that a typo (`"mDNS"`) is not
 //! silently ignored on a phone where nobody reads the logs.
 
@@ -25,6 +26,9 @@ struct ConfigJson {
     bootstrap: Option<Vec<String>>,
     /// Find peers on the LAN with mDNS (on by default).
     mdns: Option<bool>,
+    /// Encrypts the identity key and session state at rest (Argon2id). An app keeps it in
+    /// the platform's keystore (Android Keystore, iOS Keychain) and passes it here.
+    passphrase: Option<String>,
 }
 
 /// Builds the node config for `data_dir` from `config_json` (`None` means the defaults).
@@ -37,7 +41,8 @@ pub(crate) fn parse(data_dir: &str, config_json: Option<&str>) -> Result<Config,
     let json: ConfigJson = match config_json {
         None => ConfigJson::default(),
         Some(text) => {
-            let expected = "expected an object with any of the keys name, listen, bootstrap, mdns";
+            let expected =
+                "expected an object with any of the keys name, listen, bootstrap, mdns, passphrase";
             // Through `Value` first: serde would also accept a struct written as an array.
             let value: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| FfiError::Config(format!("invalid JSON ({e}); {expected}")))?;
@@ -54,6 +59,14 @@ pub(crate) fn parse(data_dir: &str, config_json: Option<&str>) -> Result<Config,
     config.bootstrap = multiaddrs("bootstrap", json.bootstrap.unwrap_or_default())?;
     if let Some(mdns) = json.mdns {
         config.mdns = mdns;
+    }
+    if let Some(passphrase) = json.passphrase {
+        if passphrase.is_empty() {
+            return Err(FfiError::Config(
+                "passphrase is empty; leave the key out to store keys unprotected".to_owned(),
+            ));
+        }
+        config.passphrase = Some(bonghwa_core::node::Passphrase(passphrase));
     }
     Ok(config)
 }

@@ -40,6 +40,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// Encrypt your keys and session state at rest with the passphrase in FILE (its first
+    /// line). The environment variable BONGHWA_PASSPHRASE gives it directly instead. Once
+    /// set, every start needs it; without one, keys are stored unprotected.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
     /// What to run; with none, the terminal UI opens (logs then go to <data dir>/bonghwa.log).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -105,7 +111,29 @@ impl Cli {
         config.listen = self.listen.clone();
         config.bootstrap = self.bootstrap.clone();
         config.mdns = !self.no_mdns;
+        config.passphrase = self.passphrase()?.map(bonghwa_core::node::Passphrase);
         Ok(config)
+    }
+
+    /// The passphrase from `--passphrase-file` (its first line), else `BONGHWA_PASSPHRASE`.
+    fn passphrase(&self) -> anyhow::Result<Option<String>> {
+        let passphrase = match &self.passphrase_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the passphrase file {}", path.display())
+                })?;
+                text.lines().next().unwrap_or_default().to_owned()
+            }
+            None => match std::env::var("BONGHWA_PASSPHRASE") {
+                Ok(value) => value,
+                Err(_) => return Ok(None),
+            },
+        };
+        anyhow::ensure!(
+            !passphrase.is_empty(),
+            "the passphrase is empty; give a non-empty one, or none to store keys unprotected"
+        );
+        Ok(Some(passphrase))
     }
 }
 

@@ -81,6 +81,7 @@ impl Actor {
     pub(super) async fn new(
         config: Config,
         identity: Identity,
+        rest: Option<identity::RestKey>,
         store: Box<dyn Store>,
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<Event>,
@@ -137,7 +138,7 @@ impl Actor {
         let me = identity.peer_id();
         let ttl_ms = u64::try_from(config.message_ttl.as_millis()).unwrap_or(u64::MAX);
         let groups = Groups::new(&identity, ttl_ms)?;
-        let sessions = Sessions::load(store.as_ref(), &identity, now_ms())?;
+        let sessions = Sessions::load(store.as_ref(), &identity, rest, now_ms())?;
         store.flush()?;
         let reach = Reach::new(identity.peer_id(), roles.relay);
         let mut actor = Self {
@@ -466,6 +467,7 @@ impl Actor {
                 .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
                 .collect(),
             reachability: self.reach.reachability(),
+            keys_protected: self.sessions.protected(),
         }
     }
 

@@ -77,6 +77,19 @@ pub struct Config {
     pub relay: Option<crate::proto::mailbox::Limits>,
     /// Public addresses to announce (a relay behind port forwarding or on a VPS).
     pub external_addrs: Vec<Multiaddr>,
+    /// Encrypts the identity key and session state at rest (Argon2id); `None` stores them
+    /// unprotected (the node says so when it starts).
+    pub passphrase: Option<Passphrase>,
+}
+
+/// A passphrase; never printed.
+#[derive(Clone)]
+pub struct Passphrase(pub String);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
 }
 
 impl Config {
@@ -93,6 +106,7 @@ impl Config {
             dial_on_start: true,
             relay: None,
             external_addrs: Vec::new(),
+            passphrase: None,
         }
     }
 }
@@ -265,7 +279,18 @@ impl Node {
     /// the first event (a contact connecting right at start) can be missed.
     pub async fn start_subscribed(config: Config) -> NodeResult<(Node, EventStream)> {
         prepare_data_dir(&config.data_dir)?;
-        let identity = Identity::load_or_create(&config.data_dir.join("identity.key"))?;
+        let (identity, rest) = Identity::load_or_create_with(
+            &config.data_dir.join("identity.key"),
+            config.passphrase.as_ref().map(|p| p.0.as_str()),
+        )?;
+        if rest.is_none() {
+            tracing::warn!(
+                "keys are stored unprotected in {}: anyone who copies it can read new \
+                 messages until the next exchange; set a passphrase with --passphrase-file \
+                 or BONGHWA_PASSPHRASE",
+                config.data_dir.display()
+            );
+        }
         let db_dir = config.data_dir.join("db");
         let sled_config = SledConfig {
             cache_bytes: config.cache_bytes,
@@ -276,8 +301,15 @@ impl Node {
         let (events, first) = broadcast::channel(EVENT_CAPACITY);
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let peer_id = identity.peer_id();
-        let actor =
-            actor::Actor::new(config, identity, Box::new(store), receiver, events.clone()).await?;
+        let actor = actor::Actor::new(
+            config,
+            identity,
+            rest,
+            Box::new(store),
+            receiver,
+            events.clone(),
+        )
+        .await?;
         let task = tokio::spawn(actor.run());
         let node = Node {
             inner: Arc::new(Inner {

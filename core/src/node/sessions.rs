@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{NodeError, NodeResult};
 use crate::crypto::{self, ratchet};
-use crate::identity::{self, ContactCard, Identity, SignedPrekey};
+use crate::identity::{self, ContactCard, Identity, RestKey, SignedPrekey};
 use crate::store::Store;
 use crate::wire::session::{SESSION_START_DOMAIN, SessionEnvelope, SessionPlaintext, SessionStart};
 use crate::wire::{DmPayload, Reject};
@@ -101,6 +101,8 @@ pub(super) struct SessionCommit {
 
 /// Our prekeys and the sessions with our peers.
 pub(super) struct Sessions {
+    /// Encrypts our prekeys and the sessions in the store, if a passphrase was given.
+    rest: Option<RestKey>,
     prekeys: Vec<OwnPrekey>,
     peers: HashMap<[u8; 32], PeerSessions>,
     key_log: Option<std::fs::File>,
@@ -111,17 +113,25 @@ pub(super) struct Sessions {
 impl Sessions {
     /// Loads our prekeys (making the first one, or a new one when the newest is older than
     /// [`PREKEY_ROTATE_MS`]). Written but not flushed: the caller flushes at start.
-    pub(super) fn load(store: &dyn Store, identity: &Identity, now: u64) -> NodeResult<Self> {
-        let mut prekeys: Vec<OwnPrekey> = match store.own_prekeys()? {
-            Some(bytes) => postcard::from_bytes(&bytes).map_err(|_| {
-                NodeError::Internal("the stored session prekeys are damaged".into())
-            })?,
+    pub(super) fn load(
+        store: &dyn Store,
+        identity: &Identity,
+        rest: Option<RestKey>,
+        now: u64,
+    ) -> NodeResult<Self> {
+        let stored = store.own_prekeys()?;
+        let mut prekeys: Vec<OwnPrekey> = match &stored {
+            Some(bytes) => {
+                postcard::from_bytes(&open_record(rest.as_ref(), bytes)?).map_err(|_| {
+                    NodeError::Internal("the stored session prekeys are damaged".into())
+                })?
+            }
             None => Vec::new(),
         };
-        let due = prekeys
+        let rotate = prekeys
             .first()
             .is_none_or(|newest| now.saturating_sub(newest.created_ms) >= PREKEY_ROTATE_MS);
-        if due {
+        if rotate {
             let id = prekeys
                 .first()
                 .map_or(1, |newest| newest.signed.id.wrapping_add(1));
@@ -135,9 +145,22 @@ impl Sessions {
                 },
             );
             prekeys.truncate(MAX_OWN_PREKEYS);
+        }
+        // A passphrase set on a data dir that had none: everything secret is written again,
+        // encrypted.
+        let unprotected = |bytes: &[u8]| bytes.first() == Some(&RECORD_PLAIN);
+        if rotate || (rest.is_some() && stored.as_deref().is_some_and(unprotected)) {
             let bytes = postcard::to_stdvec(&prekeys)
                 .map_err(|e| NodeError::Internal(format!("encoding prekeys: {e}")))?;
-            store.set_own_prekeys(&bytes)?;
+            store.set_own_prekeys(&seal_record(rest.as_ref(), bytes)?)?;
+        }
+        if let Some(key) = &rest {
+            for (name, bytes) in store.all_sessions()? {
+                if unprotected(&bytes) {
+                    let sealed = seal_record(Some(key), bytes[1..].to_vec())?;
+                    store.set_setting(&name, &sealed)?;
+                }
+            }
         }
         let key_log = std::env::var_os(KEY_LOG_ENV).and_then(|path| {
             std::fs::OpenOptions::new()
@@ -147,11 +170,17 @@ impl Sessions {
                 .ok()
         });
         Ok(Self {
+            rest,
             prekeys,
             peers: HashMap::new(),
             key_log,
             unflushed_log: Vec::new(),
         })
+    }
+
+    /// Whether our secrets at rest are encrypted under a passphrase.
+    pub(super) fn protected(&self) -> bool {
+        self.rest.is_some()
     }
 
     /// The signed prekey we hand out now (in our contact code and our messages).
@@ -162,7 +191,7 @@ impl Sessions {
     fn peer(&mut self, store: &dyn Store, peer: &[u8; 32]) -> NodeResult<&mut PeerSessions> {
         if !self.peers.contains_key(peer) {
             let loaded = match store.sessions(peer)? {
-                Some(bytes) => postcard::from_bytes(&bytes)
+                Some(bytes) => postcard::from_bytes(&open_record(self.rest.as_ref(), &bytes)?)
                     .map_err(|_| NodeError::Internal("a stored session is damaged".into()))?,
                 None => PeerSessions::default(),
             };
@@ -184,7 +213,7 @@ impl Sessions {
     ) -> NodeResult<()> {
         let bytes = postcard::to_stdvec(&sessions)
             .map_err(|e| NodeError::Internal(format!("encoding a session: {e}")))?;
-        store.set_sessions(peer, &bytes)?;
+        store.set_sessions(peer, &seal_record(self.rest.as_ref(), bytes)?)?;
         self.peers.insert(*peer, sessions);
         Ok(())
     }
@@ -406,14 +435,16 @@ pub struct DataDirReader {
 }
 
 impl DataDirReader {
-    /// Opens the copy at `data_dir` (its `identity.key` and `db`).
-    pub fn open(data_dir: &std::path::Path) -> NodeResult<Self> {
-        let identity = Identity::load_or_create(&data_dir.join("identity.key"))?;
+    /// Opens the copy at `data_dir` (its `identity.key` and `db`), with the passphrase if
+    /// the copy is protected by one.
+    pub fn open(data_dir: &std::path::Path, passphrase: Option<&str>) -> NodeResult<Self> {
+        let (identity, rest) =
+            Identity::load_or_create_with(&data_dir.join("identity.key"), passphrase)?;
         let store = crate::store::SledStore::open(
             &data_dir.join("db"),
             &crate::store::SledConfig::default(),
         )?;
-        let sessions = Sessions::load(&store, &identity, 0)?;
+        let sessions = Sessions::load(&store, &identity, rest, 0)?;
         Ok(Self {
             identity,
             store,
@@ -453,6 +484,44 @@ impl DataDirReader {
             crate::wire::Body::Text(text) => Some(text),
             _ => Some(String::new()),
         }
+    }
+}
+
+/// Tag of a secret record stored as it is (no passphrase).
+const RECORD_PLAIN: u8 = 0;
+/// Tag of a secret record encrypted under the passphrase's key.
+const RECORD_SEALED: u8 = 1;
+
+/// A secret record as stored: tagged, and encrypted when there is a passphrase.
+fn seal_record(rest: Option<&RestKey>, plain: Vec<u8>) -> NodeResult<Vec<u8>> {
+    match rest {
+        Some(key) => {
+            let mut out = vec![RECORD_SEALED];
+            out.extend(key.seal(&plain)?);
+            Ok(out)
+        }
+        None => {
+            let mut out = Vec::with_capacity(plain.len() + 1);
+            out.push(RECORD_PLAIN);
+            out.extend(plain);
+            Ok(out)
+        }
+    }
+}
+
+/// The plain bytes of a stored secret record.
+fn open_record(rest: Option<&RestKey>, stored: &[u8]) -> NodeResult<Vec<u8>> {
+    match (stored.split_first(), rest) {
+        (Some((&RECORD_PLAIN, plain)), _) => Ok(plain.to_vec()),
+        (Some((&RECORD_SEALED, sealed)), Some(key)) => key.open(sealed).ok_or_else(|| {
+            NodeError::Internal("session state does not open with this passphrase".into())
+        }),
+        (Some((&RECORD_SEALED, _)), None) => Err(NodeError::Internal(
+            "session state is protected by a passphrase, and none was given".into(),
+        )),
+        _ => Err(NodeError::Internal(
+            "stored session state is damaged".into(),
+        )),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct IdentityInfo {
     /// Whether others can dial us, as AutoNAT sees it: `"public"`, `"private"` (behind NAT,
     /// reachable through relays) or `"unknown"` (not yet probed).
     pub reachability: Reachability,
+    /// Whether the identity key and session state are encrypted under a passphrase.
+    pub keys_protected: bool,
 }
 
 /// `peers`: one connected peer.

@@ -66,6 +66,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .maps()
+            .settings
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
     fn contact(&self, peer_id: &str) -> StoreResult<Option<Contact>> {
         Ok(self.maps().contacts.get(peer_id).cloned())
     }

@@ -24,8 +24,8 @@ use crate::model::{
 };
 use crate::wire::Body;
 use records::{
-    GROUPS_KEY, NAME_KEY, OWN_PREKEYS_KEY, addrs_key, control_key, decode, encode, group_key,
-    peer_prekey_key, port_key, sealed_key, seen_key, sessions_key, usage_key,
+    GROUPS_KEY, NAME_KEY, OWN_PREKEYS_KEY, SESSIONS_PREFIX, addrs_key, control_key, decode, encode,
+    group_key, peer_prekey_key, port_key, sealed_key, seen_key, sessions_key, usage_key,
 };
 
 /// The schema version this build writes. A database with a higher version is refused.
@@ -87,6 +87,8 @@ pub trait Store: Send + 'static {
     fn set_setting(&self, key: &str, value: &[u8]) -> StoreResult<()>;
     /// Forgets a setting; an unknown key is fine.
     fn remove_setting(&self, key: &str) -> StoreResult<()>;
+    /// Every setting whose key starts with `prefix`, in key order.
+    fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
 
     /// Our display name, if one was ever set. Not UTF-8 only when damaged: an error.
     fn name(&self) -> StoreResult<Option<String>> {
@@ -221,6 +223,10 @@ pub trait Store: Send + 'static {
     /// Saves our sessions with `peer`.
     fn set_sessions(&self, peer: &[u8; 32], bytes: &[u8]) -> StoreResult<()> {
         self.set_setting(&sessions_key(peer), bytes)
+    }
+    /// All our session records, `(key, bytes)`: to encrypt them when a passphrase is set.
+    fn all_sessions(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        self.settings_with_prefix(SESSIONS_PREFIX)
     }
 
     /// The newest signed prekey `peer` gave us (checked when received).

@@ -37,7 +37,7 @@ const USAGE_PREFIX: &str = "relay-group-usage/";
 pub(super) const OWN_PREKEYS_KEY: &str = "own-prekeys";
 /// Key prefix of our sessions with one peer, then its identity key in hex (bytes as the
 /// session layer wrote them).
-const SESSIONS_PREFIX: &str = "sessions/";
+pub(super) const SESSIONS_PREFIX: &str = "sessions/";
 /// Key prefix of a peer's newest signed prekey, then its base58 peer id (postcard
 /// `SignedPrekey`).
 const PEER_PREKEY_PREFIX: &str = "peer-prekey/";

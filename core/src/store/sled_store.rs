@@ -258,6 +258,15 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn settings_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for entry in self.settings.scan_prefix(prefix) {
+            let (key, value) = entry.map_err(|err| self.storage_error(err))?;
+            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn contact(&self, peer_id: &str) -> StoreResult<Option<Contact>> {
         self.get(&self.contacts, peer_id.as_bytes(), "contact")
     }

@@ -255,7 +255,7 @@ fn a_copied_data_dir_reads_nothing_after_one_round_trip() -> anyhow::Result<()> 
     bob.shutdown()?;
 
     let captured = read_logs(&[&alice_log])?;
-    let mut reader = DataDirReader::open(&stolen_dir)?;
+    let mut reader = DataDirReader::open(&stolen_dir, None)?;
     let read: Vec<Option<String>> = captured.sealed[sealed_before..]
         .iter()
         .map(|e| reader.read(e))
@@ -308,7 +308,7 @@ async fn a_message_forged_with_the_recipients_keys_is_refused_and_never_shown() 
     bob.shutdown()?;
     let stolen_dir = tmp.path().join("stolen");
     copy_dir(&bob_dir, &stolen_dir)?;
-    let (bob_msg_secret, prekeys) = DataDirReader::open(&stolen_dir)?.stolen_secrets();
+    let (bob_msg_secret, prekeys) = DataDirReader::open(&stolen_dir, None)?.stolen_secrets();
     let prekey_secret = prekeys
         .iter()
         .find(|(id, _)| *id == bob_prekey.id)
@@ -643,6 +643,82 @@ fn two_people_who_start_a_session_at_once_both_read_everything() -> anyhow::Resu
         assert!(at_bob.contains(&format!("from bob {i}")), "{at_bob:?}");
     }
     assert_eq!(at_bob.len(), 16);
+    alice.shutdown()?;
+    bob.shutdown()?;
+    Ok(())
+}
+
+/// Hashes of every file under `dir` (to show that a refused start wrote nothing).
+fn snapshot(dir: &Path) -> anyhow::Result<BTreeMap<std::path::PathBuf, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            out.extend(snapshot(&entry.path())?);
+        } else {
+            out.insert(entry.path(), std::fs::read(entry.path())?);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_passphrase_protects_keys_and_sessions_and_a_wrong_one_changes_nothing() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let bin = crate::node_bin();
+    let secret = tmp.path().join("passphrase");
+    std::fs::write(&secret, "봉화 on the hill\n")?;
+    let protected = Launch {
+        args: vec!["--passphrase-file".into(), secret.display().to_string()],
+        ..Launch::default()
+    };
+    let (alice_dir, bob_dir) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut alice = RpcProcess::spawn(&bin, "alice", &alice_dir, &Launch::default())?;
+    assert_eq!(alice.identity["keys_protected"], false);
+    let mut bob = RpcProcess::spawn(&bin, "bob", &bob_dir, &protected)?;
+    assert_eq!(bob.identity["keys_protected"], true);
+    befriend(&mut alice, &mut bob)?;
+    alice.send_and_wait(&mut bob, "before")?;
+    let bob_id = bob.peer_id();
+    bob.shutdown()?;
+
+    // The key file and the sessions do not open without the passphrase.
+    assert!(DataDirReader::open(&bob_dir, None).is_err());
+    let before = snapshot(&bob_dir)?;
+    for (env, expected) in [
+        (None, "protected by a passphrase"),
+        (Some("wrong"), "wrong passphrase"),
+    ] {
+        let mut command = std::process::Command::new(&bin);
+        command
+            .arg("--data-dir")
+            .arg(&bob_dir)
+            .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .arg("rpc")
+            .env_remove("BONGHWA_PASSPHRASE")
+            .stdin(std::process::Stdio::null());
+        if let Some(value) = env {
+            command.env("BONGHWA_PASSPHRASE", value);
+        }
+        let output = command.output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    assert_eq!(
+        snapshot(&bob_dir)?,
+        before,
+        "a refused start changed the data dir"
+    );
+
+    // With it, everything is there and the session goes on.
+    let mut bob = RpcProcess::spawn(&bin, "bob", &bob_dir, &protected)?;
+    alice.call("connect", json!({"addr": bob.addr()}))?;
+    alice.send_and_wait(&mut bob, "after")?;
+    bob.send_and_wait(&mut alice, "reply")?;
+    let history = texts(&bob.call("messages", json!({"chat": alice.peer_id()}))?);
+    assert_eq!(history, vec!["before", "after", "reply"]);
+    assert_ne!(alice.peer_id(), bob_id);
     alice.shutdown()?;
     bob.shutdown()?;
     Ok(())

@@ -23,6 +23,13 @@ impl App {
                 Vec::new()
             }
             Action::Started(identity) => {
+                if !identity.keys_protected {
+                    self.info(
+                        "keys are stored unprotected on this device; start with \
+                         --passphrase-file FILE (or BONGHWA_PASSPHRASE) to encrypt them"
+                            .to_owned(),
+                    );
+                }
                 self.me = Some(identity);
                 self.activity.starting = false;
                 vec![

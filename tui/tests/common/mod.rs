@@ -49,6 +49,7 @@ pub(crate) fn world(width: u16, height: u16) -> App {
         contact_code: "BH1TESTCODE".into(),
         addrs: vec![],
         reachability: Reachability::Unknown,
+        keys_protected: true,
     }));
     app.update(Action::Contacts(vec![
         ContactInfo {

@@ -86,6 +86,7 @@ fn started() -> App {
         contact_code: "BH1CODE".into(),
         addrs: vec![],
         reachability: Reachability::Unknown,
+        keys_protected: true,
     }));
     app.update(Action::Contacts(vec![
         contact(MINJI, "민지"),
@@ -125,6 +126,7 @@ fn starting_loads_everything_and_shows_who_we_are() {
         contact_code: "BH1CODE".into(),
         addrs: vec![],
         reachability: Reachability::Unknown,
+        keys_protected: true,
     }));
     assert!(!app.activity.starting);
     assert_eq!(app.me.as_ref().map(|m| m.name.as_str()), Some("me"));
@@ -337,6 +339,7 @@ fn sending_without_an_open_chat_is_a_readable_error() {
         contact_code: "BH1CODE".into(),
         addrs: vec![],
         reachability: Reachability::Unknown,
+        keys_protected: true,
     }));
     type_text(&mut app, "hello?");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
@@ -346,6 +349,24 @@ fn sending_without_an_open_chat_is_a_readable_error() {
         "{notice:?}"
     );
     assert_eq!(app.composer.text(), "hello?", "the text is kept");
+}
+
+#[test]
+fn unprotected_keys_are_pointed_out_at_start() {
+    let mut app = App::new(false, Zone::Fixed(0));
+    app.update(Action::Started(IdentityInfo {
+        peer_id: ME.into(),
+        name: "me".into(),
+        contact_code: "BH1CODE".into(),
+        addrs: vec![],
+        reachability: Reachability::Unknown,
+        keys_protected: false,
+    }));
+    let notice = app.notice.clone().expect("a notice");
+    assert!(
+        notice.text.contains("unprotected") && notice.text.contains("--passphrase-file"),
+        "{notice:?}"
+    );
 }
 
 #[test]
