@@ -109,6 +109,15 @@ pub enum Event {
         /// True if a direct connection now exists; false if we stay on the relay.
         direct: bool,
     },
+    /// Messages of a contact that have not arrived: their session's counter ran ahead of
+    /// what we read (a gap; they may still come, late). Sent when the number changes,
+    /// with 0 once the gap has closed.
+    MessagesMissing {
+        /// The chat (the contact's peer id).
+        chat: String,
+        /// How many of their messages we have not read.
+        missing: usize,
+    },
     /// A group we are in was created, joined, or changed members.
     GroupChanged {
         /// The group id.

@@ -479,6 +479,9 @@ pub fn event_json(event: &Event) -> Value {
         Event::HolePunch { peer_id, direct } => json!({
             "kind": "hole_punch", "peer_id": peer_id, "direct": direct,
         }),
+        Event::MessagesMissing { chat, missing } => json!({
+            "kind": "messages_missing", "chat": chat, "missing": missing,
+        }),
         Event::GroupChanged { group } => json!({"kind": "group_changed", "group": group}),
         Event::Lagged { missed } => json!({"kind": "lagged", "missed": missed}),
     }

@@ -22,6 +22,9 @@ use crate::proto::outbox::{Input, Outbox, Output};
 use crate::store::{Store, StoreError};
 use crate::wire::{self, Ack, Body, DmPayload, DmResponse, Reject};
 
+/// Contacts whose last announced gap is remembered at most (beyond it, announcing starts
+/// over).
+const MAX_GAPS_TRACKED: usize = 4_096;
 /// Contact requests from strangers kept at most; more are asked to retry later.
 const MAX_REQUESTS: usize = 256;
 /// Clock skew we accept from a sender before ignoring its timestamp for our clock.
@@ -79,6 +82,10 @@ pub(super) struct Direct {
     in_flight: HashMap<OutboundRequestId, (PeerId, Vec<MessageId>)>,
     /// How long a message waits for delivery.
     ttl_ms: u64,
+    /// Each contact's gap as last announced (`messages_missing`), and as seen in the batch
+    /// being received.
+    gaps: HashMap<String, usize>,
+    batch_gaps: BTreeMap<String, usize>,
 }
 
 impl Direct {
@@ -88,6 +95,8 @@ impl Direct {
             outbox: Outbox::new(seed),
             in_flight: HashMap::new(),
             ttl_ms,
+            gaps: HashMap::new(),
+            batch_gaps: BTreeMap::new(),
         }
     }
 
@@ -379,6 +388,16 @@ impl Direct {
         if stored {
             io.sessions.flushed();
         }
+        for (chat, missing) in std::mem::take(&mut self.batch_gaps) {
+            let before = self.gaps.get(&chat).copied().unwrap_or(0);
+            if missing != before {
+                if self.gaps.len() >= MAX_GAPS_TRACKED {
+                    self.gaps.clear();
+                }
+                self.gaps.insert(chat.clone(), missing);
+                out.push(DirectOut::Emit(Event::MessagesMissing { chat, missing }));
+            }
+        }
         for (peer_id, name) in new_requests {
             out.push(DirectOut::Emit(Event::ContactRequest { peer_id, name }));
         }
@@ -419,11 +438,8 @@ impl Direct {
             if let Some(prekey) = &opened.prekey {
                 keep_newer_prekey(io.store, &opened.payload.sender, prekey);
             }
-            if opened.missing > 0 {
-                tracing::debug!(
-                    missing = opened.missing,
-                    "messages of this session not read yet"
-                );
+            if let Ok(peer) = opened.payload.sender.peer_id() {
+                self.batch_gaps.insert(peer.to_string(), opened.missing);
             }
             (opened.payload, Some(opened.commit))
         } else {

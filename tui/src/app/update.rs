@@ -276,6 +276,24 @@ impl App {
                 }
                 Vec::new()
             }
+            Event::MessagesMissing { chat, missing } if missing > 0 => {
+                let name = self.name_of(&chat);
+                self.info(format!(
+                    "{missing} message(s) from {name} have not arrived yet; they may still come"
+                ));
+                Vec::new()
+            }
+            Event::MessagesMissing { .. } => {
+                // The gap closed: a notice about it is stale now.
+                if self
+                    .notice
+                    .as_ref()
+                    .is_some_and(|n| n.text.contains("have not arrived yet"))
+                {
+                    self.notice = None;
+                }
+                Vec::new()
+            }
             Event::ContactRequest { name, .. } => {
                 self.info(format!(
                     "{name} wants to chat: open their chat and press y to accept or x to refuse"

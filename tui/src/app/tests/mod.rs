@@ -686,3 +686,24 @@ fn notice(app: &App) -> String {
         .map(|n| n.text.clone())
         .unwrap_or_default()
 }
+
+#[test]
+fn a_gap_in_a_chat_is_shown_until_it_closes() {
+    let mut app = started();
+    app.update(Action::Node(Event::MessagesMissing {
+        chat: MINJI.into(),
+        missing: 2,
+    }));
+    let notice = app.notice.clone().expect("a notice");
+    assert!(
+        notice
+            .text
+            .contains("2 message(s) from 민지 have not arrived yet"),
+        "{notice:?}"
+    );
+    app.update(Action::Node(Event::MessagesMissing {
+        chat: MINJI.into(),
+        missing: 0,
+    }));
+    assert!(app.notice.is_none());
+}
