@@ -111,6 +111,16 @@ impl DmPayload {
 
     /// Checks a decoded payload's version, limits and sender card.
     fn checked(self) -> Result<Self, WireError> {
+        let payload = self.checked_limits()?;
+        payload
+            .sender
+            .verify()
+            .map_err(|_| WireError::Limit("sender card does not verify"))?;
+        Ok(payload)
+    }
+
+    /// Checks a decoded payload's version and limits, not its card's signature.
+    fn checked_limits(self) -> Result<Self, WireError> {
         let payload = self;
         if payload.version != PAYLOAD_VERSION {
             return Err(WireError::UnknownVersion {
@@ -132,10 +142,6 @@ impl DmPayload {
             }
             Body::GroupInvite(_) => {}
         }
-        payload
-            .sender
-            .verify()
-            .map_err(|_| WireError::Limit("sender card does not verify"))?;
         Ok(payload)
     }
 }

@@ -106,6 +106,9 @@ pub(super) struct Sessions {
     prekeys: Vec<OwnPrekey>,
     peers: HashMap<[u8; 32], PeerSessions>,
     key_log: Option<std::fs::File>,
+    /// Per sender, the digest of the card and prekey whose signatures we last checked:
+    /// the same bytes again (every message carries them) are not checked again.
+    verified: HashMap<[u8; 32], [u8; 32]>,
     /// Key log lines of envelopes sealed since the last flush.
     unflushed_log: Vec<String>,
 }
@@ -174,6 +177,7 @@ impl Sessions {
             prekeys,
             peers: HashMap::new(),
             key_log,
+            verified: HashMap::new(),
             unflushed_log: Vec::new(),
         })
     }
@@ -231,7 +235,10 @@ impl Sessions {
         payload: DmPayload,
     ) -> NodeResult<Vec<u8>> {
         let our_prekey = self.prekey().cloned();
-        let mut peer = self.peer(store, &card.identity)?.clone();
+        // Taken out of the cache, not copied: if sealing fails it is read again from the
+        // store, whose state no kept envelope has used.
+        self.peer(store, &card.identity)?;
+        let mut peer = self.peers.remove(&card.identity).unwrap_or_default();
         let at = match peer.active.and_then(|id| peer.position(&id)) {
             Some(at) if peer.sessions[at].can_send() => at,
             _ => {
@@ -307,13 +314,14 @@ impl Sessions {
         let _ = prekey_index;
         let inner = SessionEnvelope::decode(&inner).map_err(|_| Reject::Malformed)?;
         let me = identity.public_key();
-        let mut peer = match self.peer(store, &inner.sender) {
-            Ok(peer) => peer.clone(),
-            Err(e) => {
-                tracing::error!("cannot read sessions: {e:#}");
-                return Err(Reject::Undecryptable);
-            }
-        };
+        // Taken out of the cache: it goes back when the caller commits what this opened;
+        // if not (a refusal, a store that could not keep the message), it is read again
+        // from the store as it was.
+        if let Err(e) = self.peer(store, &inner.sender) {
+            tracing::error!("cannot read sessions: {e:#}");
+            return Err(Reject::Undecryptable);
+        }
+        let mut peer = self.peers.remove(&inner.sender).unwrap_or_default();
         let at = match peer.position(&inner.session) {
             Some(at) => at,
             None => {
@@ -326,7 +334,16 @@ impl Sessions {
             tracing::debug!("session message refused: {e}");
             Reject::Undecryptable
         })?;
-        let plain = SessionPlaintext::decode(&opened.plaintext).map_err(|_| Reject::Malformed)?;
+        let plain =
+            SessionPlaintext::decode_unsigned(&opened.plaintext).map_err(|_| Reject::Malformed)?;
+        let digest = plain.signed_digest();
+        if self.verified.get(&inner.sender) != Some(&digest) {
+            plain.verify_signatures().map_err(|_| Reject::Malformed)?;
+            if self.verified.len() >= MAX_CACHED_PEERS {
+                self.verified.clear();
+            }
+            self.verified.insert(inner.sender, digest);
+        }
         if plain.payload.sender.identity != inner.sender || plain.payload.recipient != me {
             return Err(Reject::Forged);
         }

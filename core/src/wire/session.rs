@@ -83,18 +83,46 @@ impl SessionPlaintext {
     /// Decodes a read ratchet message and checks the payload as version 1 does; the
     /// prekey's signature is checked against the payload's sender card.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let plain = Self::decode_unsigned(bytes)?;
+        plain.verify_signatures()?;
+        Ok(plain)
+    }
+
+    /// Decodes and checks limits, but not the card's and prekey's signatures: for a
+    /// reader that has verified these very bytes before (see [`SessionPlaintext::verify_signatures`]).
+    pub fn decode_unsigned(bytes: &[u8]) -> Result<Self, WireError> {
         let plain: SessionPlaintext = exact(bytes).map_err(|_| WireError::Malformed {
             what: "session payload",
         })?;
-        let payload = plain.payload.checked()?;
-        if let Some(prekey) = &plain.prekey {
-            prekey
-                .verify(&payload.sender.identity)
-                .map_err(|_| WireError::Limit("sender prekey does not verify"))?;
-        }
         Ok(Self {
-            payload,
+            payload: plain.payload.checked_limits()?,
             prekey: plain.prekey,
         })
+    }
+
+    /// Checks the sender card's signature and the prekey's against that card.
+    pub fn verify_signatures(&self) -> Result<(), WireError> {
+        self.payload
+            .sender
+            .verify()
+            .map_err(|_| WireError::Limit("sender card does not verify"))?;
+        if let Some(prekey) = &self.prekey {
+            prekey
+                .verify(&self.payload.sender.identity)
+                .map_err(|_| WireError::Limit("sender prekey does not verify"))?;
+        }
+        Ok(())
+    }
+
+    /// A digest of the sender's card and prekey, to remember which were verified.
+    pub fn signed_digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let card = postcard::to_stdvec(&self.payload.sender).unwrap_or_default();
+        let prekey = postcard::to_stdvec(&self.prekey).unwrap_or_default();
+        sha2::Sha256::new()
+            .chain_update(&card)
+            .chain_update(&prekey)
+            .finalize()
+            .into()
     }
 }
