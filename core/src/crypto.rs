@@ -81,8 +81,8 @@ pub struct Opened {
     pub plaintext: Vec<u8>,
 }
 
-fn params() -> Result<NoiseParams, CryptoError> {
-    PATTERN
+fn params(pattern: &str) -> Result<NoiseParams, CryptoError> {
+    pattern
         .parse()
         .map_err(|e: snow::Error| CryptoError::Noise(e.to_string()))
 }
@@ -99,7 +99,9 @@ pub fn generate_msg_keypair() -> Result<([u8; 32], [u8; 32]), CryptoError> {
 /// The X25519 keypair `(secret, public)` made from 32 random bytes the caller drew (a
 /// seeded simulator passes its own; everyone else goes through [`generate_msg_keypair`]).
 pub fn msg_keypair_from(random: [u8; 32]) -> Result<([u8; 32], [u8; 32]), CryptoError> {
-    let keypair = builder(random)?.generate_keypair().map_err(noise_err)?;
+    let keypair = builder(PATTERN, random)?
+        .generate_keypair()
+        .map_err(noise_err)?;
     let secret: [u8; 32] = keypair
         .private
         .as_slice()
@@ -122,12 +124,15 @@ fn os_random() -> Result<[u8; 32], CryptoError> {
 
 /// A Noise builder whose only randomness is `random` (one key's worth): the primitives are
 /// snow's own, the random source is the caller's.
-fn builder(random: [u8; 32]) -> Result<snow::Builder<'static>, CryptoError> {
+fn builder(pattern: &str, random: [u8; 32]) -> Result<snow::Builder<'static>, CryptoError> {
     let resolver = snow::resolvers::FallbackResolver::new(
         Box::new(Given(random)),
         Box::new(snow::resolvers::DefaultResolver),
     );
-    Ok(snow::Builder::with_resolver(params()?, Box::new(resolver)))
+    Ok(snow::Builder::with_resolver(
+        params(pattern)?,
+        Box::new(resolver),
+    ))
 }
 
 /// Resolves only the random source: 32 given bytes, handed out once.
@@ -219,7 +224,7 @@ pub fn seal_with(
     random: [u8; 32],
 ) -> Result<Vec<u8>, CryptoError> {
     let padded = pad(plaintext)?;
-    let mut handshake = builder(random)?
+    let mut handshake = builder(PATTERN, random)?
         .local_private_key(sender_secret)
         .map_err(noise_err)?
         .remote_public_key(recipient_public)
@@ -246,14 +251,7 @@ pub fn seal_v2(
     random: [u8; 32],
 ) -> Result<Vec<u8>, CryptoError> {
     let padded = pad(plaintext)?;
-    let params: NoiseParams = PATTERN_V2
-        .parse()
-        .map_err(|e: snow::Error| CryptoError::Noise(e.to_string()))?;
-    let resolver = snow::resolvers::FallbackResolver::new(
-        Box::new(Given(random)),
-        Box::new(snow::resolvers::DefaultResolver),
-    );
-    let mut handshake = snow::Builder::with_resolver(params, Box::new(resolver))
+    let mut handshake = builder(PATTERN_V2, random)?
         .remote_public_key(recipient_prekey)
         .map_err(noise_err)?
         .prologue(PROLOGUE_V2)
@@ -272,20 +270,39 @@ pub fn seal_v2(
 /// Opens a version-2 envelope with one of our prekey secrets (the caller tries its recent
 /// prekeys, newest first).
 pub fn open_v2(prekey_secret: &[u8; 32], envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let (&version, body) = envelope.split_first().ok_or(CryptoError::BadLength(0))?;
-    if version != ENVELOPE_V2 {
-        return Err(CryptoError::UnknownVersion(version));
+    let (_, padded) = read_one(
+        PATTERN_V2,
+        PROLOGUE_V2,
+        prekey_secret,
+        envelope,
+        ENVELOPE_V2,
+        NOISE_N_OVERHEAD,
+    )?;
+    unpad(padded)
+}
+
+/// Reads the one Noise message of an envelope of `version` as its responder: checks the
+/// version and the length, then decrypts. Returns the handshake (for the sender's static
+/// key, where the pattern has one) and the padded plaintext.
+fn read_one(
+    pattern: &str,
+    prologue: &[u8],
+    secret: &[u8; 32],
+    envelope: &[u8],
+    version: u8,
+    overhead: usize,
+) -> Result<(snow::HandshakeState, Vec<u8>), CryptoError> {
+    let (&found, body) = envelope.split_first().ok_or(CryptoError::BadLength(0))?;
+    if found != version {
+        return Err(CryptoError::UnknownVersion(found));
     }
-    if body.len() < NOISE_N_OVERHEAD + PAD_BUCKETS[0] || body.len() > NOISE_MAX {
+    if body.len() < overhead + PAD_BUCKETS[0] || body.len() > NOISE_MAX {
         return Err(CryptoError::BadLength(envelope.len()));
     }
-    let params: NoiseParams = PATTERN_V2
-        .parse()
-        .map_err(|e: snow::Error| CryptoError::Noise(e.to_string()))?;
-    let mut handshake = snow::Builder::new(params)
-        .local_private_key(prekey_secret)
+    let mut handshake = snow::Builder::new(params(pattern)?)
+        .local_private_key(secret)
         .map_err(noise_err)?
-        .prologue(PROLOGUE_V2)
+        .prologue(prologue)
         .map_err(noise_err)?
         .build_responder()
         .map_err(noise_err)?;
@@ -294,7 +311,7 @@ pub fn open_v2(prekey_secret: &[u8; 32], envelope: &[u8]) -> Result<Vec<u8>, Cry
         .read_message(body, &mut padded)
         .map_err(|_| CryptoError::Unauthentic)?;
     padded.truncate(read);
-    unpad(padded)
+    Ok((handshake, padded))
 }
 
 /// The version byte of an envelope, if it has one.
@@ -305,25 +322,14 @@ pub fn envelope_version(envelope: &[u8]) -> Option<u8> {
 /// Opens an envelope sealed to `recipient_secret`. Fails for anything tampered with,
 /// truncated, of an unknown version, or sealed to another key.
 pub fn open(recipient_secret: &[u8; 32], envelope: &[u8]) -> Result<Opened, CryptoError> {
-    let (&version, body) = envelope.split_first().ok_or(CryptoError::BadLength(0))?;
-    if version != ENVELOPE_VERSION {
-        return Err(CryptoError::UnknownVersion(version));
-    }
-    if body.len() < NOISE_X_OVERHEAD + PAD_BUCKETS[0] || body.len() > NOISE_MAX {
-        return Err(CryptoError::BadLength(envelope.len()));
-    }
-    let mut handshake = snow::Builder::new(params()?)
-        .local_private_key(recipient_secret)
-        .map_err(noise_err)?
-        .prologue(PROLOGUE)
-        .map_err(noise_err)?
-        .build_responder()
-        .map_err(noise_err)?;
-    let mut padded = vec![0u8; body.len()];
-    let read = handshake
-        .read_message(body, &mut padded)
-        .map_err(|_| CryptoError::Unauthentic)?;
-    padded.truncate(read);
+    let (handshake, padded) = read_one(
+        PATTERN,
+        PROLOGUE,
+        recipient_secret,
+        envelope,
+        ENVELOPE_VERSION,
+        NOISE_X_OVERHEAD,
+    )?;
     let sender_msg_key: [u8; 32] = handshake
         .get_remote_static()
         .and_then(|k| k.try_into().ok())
@@ -480,7 +486,7 @@ mod tests {
             "e9c9dacab3f29aac44b435c57dc436d0830ae461a4479228789a38085be55b13",
             "e0128564987994de842e73dd0a5c328b"
         ));
-        let mut initiator = snow::Builder::new(params().unwrap())
+        let mut initiator = snow::Builder::new(params(PATTERN).unwrap())
             .local_private_key(&init_static)
             .unwrap()
             .remote_public_key(&resp_public)
@@ -494,7 +500,7 @@ mod tests {
         let n = initiator.write_message(&payload, &mut message).unwrap();
         assert_eq!(&message[..n], &expected[..]);
 
-        let mut responder = snow::Builder::new(params().unwrap())
+        let mut responder = snow::Builder::new(params(PATTERN).unwrap())
             .local_private_key(&resp_static)
             .unwrap()
             .prologue(&prologue)

@@ -283,16 +283,25 @@ impl ContactCard {
         if Sha256::digest(card_bytes)[..CHECKSUM_LEN] != *sum {
             return Err(IdentityError::BadChecksum);
         }
-        let (card, rest): (ContactCard, _) = postcard::take_from_bytes(card_bytes)
+        let (card, prekey, _) = Self::decode_with_prekey(card_bytes)?;
+        Ok((card, prekey))
+    }
+
+    /// Decodes a card and the signed prekey that may follow it, checking both signatures;
+    /// also returns the bytes after them (a reader decides whether any may follow).
+    pub fn decode_with_prekey(
+        bytes: &[u8],
+    ) -> Result<(Self, Option<SignedPrekey>, &[u8]), IdentityError> {
+        let (card, rest): (ContactCard, _) = postcard::take_from_bytes(bytes)
             .map_err(|_| IdentityError::Malformed("card does not decode"))?;
         card.verify()?;
         if rest.is_empty() {
-            return Ok((card, None));
+            return Ok((card, None, rest));
         }
-        let prekey: SignedPrekey = postcard::from_bytes(rest)
+        let (prekey, rest): (SignedPrekey, _) = postcard::take_from_bytes(rest)
             .map_err(|_| IdentityError::Malformed("prekey does not decode"))?;
         prekey.verify(&card.identity)?;
-        Ok((card, Some(prekey)))
+        Ok((card, Some(prekey), rest))
     }
 }
 
@@ -311,9 +320,9 @@ pub struct SignedPrekey {
 }
 
 impl SignedPrekey {
-    fn body_bytes(identity: &[u8; 32], id: u32, key: &[u8; 32]) -> Vec<u8> {
-        let mut out = PREKEY_DOMAIN.to_vec();
-        out.extend_from_slice(identity);
+    /// What the signature covers (after [`PREKEY_DOMAIN`]).
+    fn signed_bytes(identity: &[u8; 32], id: u32, key: &[u8; 32]) -> Vec<u8> {
+        let mut out = identity.to_vec();
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(key);
         out
@@ -321,18 +330,13 @@ impl SignedPrekey {
 
     /// Checks the signature (strictly) against `identity`.
     pub fn verify(&self, identity: &[u8; 32]) -> Result<(), IdentityError> {
-        let owner = VerifyingKey::from_bytes(identity)
-            .map_err(|_| IdentityError::Malformed("identity key is not a valid point"))?;
-        let sig = Signature::from_slice(&self.signature)
-            .map_err(|_| IdentityError::Malformed("prekey signature has the wrong length"))?;
-        owner
-            .verify_strict(&Self::body_bytes(identity, self.id, &self.key), &sig)
-            .map_err(|_| IdentityError::BadSignature)
+        verify_signature(
+            identity,
+            PREKEY_DOMAIN,
+            &Self::signed_bytes(identity, self.id, &self.key),
+            &self.signature,
+        )
     }
-}
-
-fn plain_missing(path: &Path) -> bool {
-    !path.exists()
 }
 
 /// Writes `bytes` to `path` (mode 0600) via a temporary file, fsync and rename.
@@ -475,6 +479,7 @@ impl Identity {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(err(e.to_string())),
         };
+        let created = plain.is_none();
         let identity = match plain {
             Some(bytes) => Self::from_key_file(&bytes).map_err(err)?,
             None => Self::generate()?,
@@ -496,7 +501,7 @@ impl Identity {
                 Some(key)
             }
             None => {
-                if plain_missing(path) {
+                if created {
                     identity.write(path).map_err(|e| err(e.to_string()))?;
                 }
                 None
@@ -564,11 +569,11 @@ impl Identity {
 
     /// Signs a prekey `key` named `id` with our identity key.
     pub fn sign_prekey(&self, id: u32, key: [u8; 32]) -> SignedPrekey {
-        let body = SignedPrekey::body_bytes(&self.public_key(), id, &key);
+        let signed = SignedPrekey::signed_bytes(&self.public_key(), id, &key);
         SignedPrekey {
             id,
             key,
-            signature: self.signing.sign(&body).to_bytes().to_vec(),
+            signature: self.sign(PREKEY_DOMAIN, &signed).to_vec(),
         }
     }
 

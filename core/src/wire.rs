@@ -242,19 +242,16 @@ pub fn decode_card_and_prekey(
     bytes: &[u8],
 ) -> Result<(ContactCard, Option<crate::identity::SignedPrekey>), WireError> {
     check_size(bytes.len(), MAX_CARD_BYTES)?;
-    let (card, rest): (ContactCard, _) =
-        postcard::take_from_bytes(bytes).map_err(|_| WireError::Malformed { what: "card" })?;
-    card.verify()
-        .map_err(|_| WireError::Limit("card does not verify"))?;
-    if rest.is_empty() {
-        return Ok((card, None));
+    let (card, prekey, rest) = ContactCard::decode_with_prekey(bytes).map_err(|e| match e {
+        crate::identity::IdentityError::BadSignature => {
+            WireError::Limit("card or prekey does not verify")
+        }
+        _ => WireError::Malformed { what: "card" },
+    })?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed { what: "prekey" });
     }
-    let prekey: crate::identity::SignedPrekey =
-        exact(rest).map_err(|_| WireError::Malformed { what: "prekey" })?;
-    prekey
-        .verify(&card.identity)
-        .map_err(|_| WireError::Limit("prekey does not verify"))?;
-    Ok((card, Some(prekey)))
+    Ok((card, prekey))
 }
 
 /// Most envelopes in one `/bonghwa/mailbox/1` page.

@@ -51,12 +51,7 @@ pub(super) fn add(
     };
     store.put_contact(&contact)?;
     if let Some(prekey) = prekey {
-        let newer = store
-            .peer_prekey(&peer)?
-            .is_none_or(|held| prekey.id > held.id);
-        if newer {
-            store.set_peer_prekey(&peer, &prekey)?;
-        }
+        super::sessions::keep_newer_prekey(store, &peer, &prekey)?;
     }
     Ok(peer)
 }

@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use libp2p::PeerId;
 use libp2p::request_response::OutboundRequestId;
 
-use super::sessions::{Sessions, envelope_digest};
+use super::sessions::{Sessions, envelope_digest, keep_newer_prekey};
 use super::{NodeError, NodeResult, Reply, check_text};
 use crate::crypto;
 use crate::event::Event;
-use crate::identity::{ContactCard, Identity, SignedPrekey};
+use crate::identity::{ContactCard, Identity};
 use crate::model::{
     Contact, ContactState, Hlc, HlcClock, MessageId, MessageStatus, OutboxEntry, StoredMessage,
 };
@@ -435,10 +435,12 @@ impl Direct {
         }
         let (payload, commit) = if crypto::envelope_version(envelope) == Some(crypto::ENVELOPE_V2) {
             let opened = io.sessions.open(io.store, io.identity, envelope)?;
-            if let Some(prekey) = &opened.prekey {
-                keep_newer_prekey(io.store, &opened.payload.sender, prekey);
-            }
             if let Ok(peer) = opened.payload.sender.peer_id() {
+                if let Some(prekey) = &opened.prekey
+                    && let Err(e) = keep_newer_prekey(io.store, &peer, prekey)
+                {
+                    tracing::warn!("cannot keep the prekey of {peer}: {e:#}");
+                }
                 self.batch_gaps.insert(peer.to_string(), opened.missing);
             }
             (opened.payload, Some(opened.commit))
@@ -759,20 +761,5 @@ impl Received {
             Received::Duplicate { id, .. } | Received::Receipt(id) => Some(*id),
             Received::Busy => None,
         }
-    }
-}
-
-/// Keeps `prekey` as `card`'s owner's newest if it is newer than the one we hold.
-fn keep_newer_prekey(store: &dyn Store, card: &ContactCard, prekey: &SignedPrekey) {
-    let Ok(peer) = card.peer_id() else {
-        return;
-    };
-    let newer = match store.peer_prekey(&peer) {
-        Ok(Some(held)) => prekey.id > held.id,
-        Ok(None) => true,
-        Err(_) => false,
-    };
-    if newer && let Err(e) = store.set_peer_prekey(&peer, prekey) {
-        tracing::warn!("cannot keep the prekey of {peer}: {e:#}");
     }
 }

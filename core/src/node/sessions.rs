@@ -149,21 +149,23 @@ impl Sessions {
             );
             prekeys.truncate(MAX_OWN_PREKEYS);
         }
-        // A passphrase set on a data dir that had none: everything secret is written again,
-        // encrypted.
+        // A passphrase set on a data dir that had none (its prekeys were stored plain):
+        // every session is written again encrypted, and the prekeys last, so that a start
+        // cut short does it again.
         let unprotected = |bytes: &[u8]| bytes.first() == Some(&RECORD_PLAIN);
-        if rotate || (rest.is_some() && stored.as_deref().is_some_and(unprotected)) {
-            let bytes = postcard::to_stdvec(&prekeys)
-                .map_err(|e| NodeError::Internal(format!("encoding prekeys: {e}")))?;
-            store.set_own_prekeys(&seal_record(rest.as_ref(), bytes)?)?;
-        }
-        if let Some(key) = &rest {
+        let protect = rest.is_some() && stored.as_deref().is_some_and(unprotected);
+        if let (true, Some(key)) = (protect, &rest) {
             for (name, bytes) in store.all_sessions()? {
                 if unprotected(&bytes) {
                     let sealed = seal_record(Some(key), bytes[1..].to_vec())?;
                     store.set_setting(&name, &sealed)?;
                 }
             }
+        }
+        if rotate || protect {
+            let bytes = postcard::to_stdvec(&prekeys)
+                .map_err(|e| NodeError::Internal(format!("encoding prekeys: {e}")))?;
+            store.set_own_prekeys(&seal_record(rest.as_ref(), bytes)?)?;
         }
         let key_log = std::env::var_os(KEY_LOG_ENV).and_then(|path| {
             std::fs::OpenOptions::new()
@@ -209,6 +211,12 @@ impl Sessions {
             .ok_or_else(|| NodeError::Internal("session cache".into()))
     }
 
+    /// Our sessions with `peer`, out of the cache (put back by [`Sessions::save`]).
+    fn take_peer(&mut self, store: &dyn Store, peer: &[u8; 32]) -> NodeResult<PeerSessions> {
+        self.peer(store, peer)?;
+        Ok(self.peers.remove(peer).unwrap_or_default())
+    }
+
     fn save(
         &mut self,
         store: &dyn Store,
@@ -237,8 +245,7 @@ impl Sessions {
         let our_prekey = self.prekey().cloned();
         // Taken out of the cache, not copied: if sealing fails it is read again from the
         // store, whose state no kept envelope has used.
-        self.peer(store, &card.identity)?;
-        let mut peer = self.peers.remove(&card.identity).unwrap_or_default();
+        let mut peer = self.take_peer(store, &card.identity)?;
         let at = match peer.active.and_then(|id| peer.position(&id)) {
             Some(at) if peer.sessions[at].can_send() => at,
             _ => {
@@ -305,23 +312,20 @@ impl Sessions {
         identity: &Identity,
         envelope: &[u8],
     ) -> Result<OpenedSession, Reject> {
-        let (inner, prekey_index) = self
+        let inner = self
             .prekeys
             .iter()
-            .enumerate()
-            .find_map(|(i, p)| crypto::open_v2(&p.secret, envelope).ok().map(|b| (b, i)))
+            .find_map(|p| crypto::open_v2(&p.secret, envelope).ok())
             .ok_or(Reject::Undecryptable)?;
-        let _ = prekey_index;
         let inner = SessionEnvelope::decode(&inner).map_err(|_| Reject::Malformed)?;
         let me = identity.public_key();
         // Taken out of the cache: it goes back when the caller commits what this opened;
         // if not (a refusal, a store that could not keep the message), it is read again
         // from the store as it was.
-        if let Err(e) = self.peer(store, &inner.sender) {
+        let mut peer = self.take_peer(store, &inner.sender).map_err(|e| {
             tracing::error!("cannot read sessions: {e:#}");
-            return Err(Reject::Undecryptable);
-        }
-        let mut peer = self.peers.remove(&inner.sender).unwrap_or_default();
+            Reject::Undecryptable
+        })?;
         let at = match peer.position(&inner.session) {
             Some(at) => at,
             None => {
@@ -502,6 +506,21 @@ impl DataDirReader {
             _ => Some(String::new()),
         }
     }
+}
+
+/// Keeps `prekey` as `peer`'s newest if it is newer than the one we hold.
+pub(super) fn keep_newer_prekey(
+    store: &dyn Store,
+    peer: &libp2p::PeerId,
+    prekey: &SignedPrekey,
+) -> NodeResult<()> {
+    let newer = store
+        .peer_prekey(peer)?
+        .is_none_or(|held| prekey.id > held.id);
+    if newer {
+        store.set_peer_prekey(peer, prekey)?;
+    }
+    Ok(())
 }
 
 /// Tag of a secret record stored as it is (no passphrase).

@@ -12,7 +12,7 @@ fn fixture_v1() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datadir-v1/alice")
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;

@@ -39,7 +39,7 @@ fn accepted_nothing(answer: &Result<Vec<u8>, String>) -> bool {
     }
 }
 
-async fn verdicts(
+pub(crate) async fn verdicts(
     attacker: &mut Attacker,
     bob: libp2p::PeerId,
     envelopes: Vec<Vec<u8>>,

@@ -16,7 +16,7 @@ use crate::group::{alternate, received, texts, three_in_a_group_with};
 const MAILBOX: &str = "/bonghwa/mailbox/1";
 
 /// Sends one mailbox request and decodes the relay's answer.
-async fn ask(
+pub(crate) async fn ask(
     peer: &mut Attacker,
     relay: libp2p::PeerId,
     request: &MailboxRequest,
@@ -45,7 +45,7 @@ fn deposit(recipient: &libp2p::PeerId, envelope: Vec<u8>) -> MailboxRequest {
 }
 
 /// A client with a fresh identity, connected to the relay.
-async fn client(
+pub(crate) async fn client(
     keypair: Keypair,
     relay: &RelayProcess,
 ) -> anyhow::Result<(Attacker, libp2p::PeerId)> {

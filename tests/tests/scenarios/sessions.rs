@@ -16,8 +16,8 @@ use bonghwa_core::identity::{ContactCard, Identity};
 use bonghwa_core::model::{Hlc, MessageId};
 use bonghwa_core::node::DataDirReader;
 use bonghwa_core::wire::session::{SessionEnvelope, SessionPlaintext, SessionStart};
-use bonghwa_core::wire::{self, Ack, Body, DmPayload, DmRequest, DmResponse, Reject};
-use bonghwa_tests::hostile::{Attacker, frame};
+use bonghwa_core::wire::{self, Ack, Body, DmPayload, Reject};
+use bonghwa_tests::hostile::Attacker;
 use bonghwa_tests::process::{Launch, RpcProcess};
 use bonghwa_tests::relay::RelayProcess;
 use libp2p::identity::Keypair;
@@ -131,20 +131,6 @@ fn befriend(alice: &mut RpcProcess, bob: &mut RpcProcess) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), target)?;
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn a_stolen_identity_key_opens_nothing_that_was_sent_before() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -237,7 +223,7 @@ fn a_copied_data_dir_reads_nothing_after_one_round_trip() -> anyhow::Result<()> 
     // The attacker copies Bob's whole data dir at rest.
     bob.shutdown()?;
     let stolen_dir = tmp.path().join("stolen");
-    copy_dir(&bob_dir, &stolen_dir)?;
+    crate::compat::copy_dir(&bob_dir, &stolen_dir)?;
     let mut bob = RpcProcess::spawn(&bin, "bob", &bob_dir, &logged(&bob_log, &[]))?;
     alice.call("connect", json!({"addr": bob.addr()}))?;
 
@@ -277,18 +263,6 @@ fn a_copied_data_dir_reads_nothing_after_one_round_trip() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Sends raw envelopes over `/bonghwa/dm/1` as a peer with a throwaway identity.
-async fn deliver(to: &str, envelopes: Vec<Vec<u8>>) -> anyhow::Result<DmResponse> {
-    let mut peer = Attacker::speaking(Keypair::generate_ed25519(), "/bonghwa/dm/1")?;
-    let id = peer.connect(to).await?;
-    let raw = peer
-        .send(id, frame(&DmRequest { envelopes }.encode()))
-        .await?
-        .map_err(|e| anyhow::anyhow!("no answer: {e}"))?;
-    anyhow::ensure!(raw.len() >= 4, "short answer");
-    Ok(DmResponse::decode(&raw[4..])?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_forged_with_the_recipients_keys_is_refused_and_never_shown() -> anyhow::Result<()>
 {
@@ -307,7 +281,7 @@ async fn a_message_forged_with_the_recipients_keys_is_refused_and_never_shown() 
     // The thief holds a copy of Bob's data dir: his identity and prekey secrets.
     bob.shutdown()?;
     let stolen_dir = tmp.path().join("stolen");
-    copy_dir(&bob_dir, &stolen_dir)?;
+    crate::compat::copy_dir(&bob_dir, &stolen_dir)?;
     let (bob_msg_secret, prekeys) = DataDirReader::open(&stolen_dir, None)?.stolen_secrets();
     let prekey_secret = prekeys
         .iter()
@@ -375,13 +349,16 @@ async fn a_message_forged_with_the_recipients_keys_is_refused_and_never_shown() 
         }
         .encode(),
     )?;
-    let response = deliver(
-        &bob.addr(),
+    let mut thief = Attacker::new()?;
+    let bob_peer = thief.connect(&bob.addr()).await?;
+    let acks = crate::hostile::verdicts(
+        &mut thief,
+        bob_peer,
         vec![seal(&start_forged, 1), seal(&unsigned, 2), downgrade],
     )
-    .await?;
+    .await;
     assert_eq!(
-        response.acks,
+        acks,
         vec![
             Ack::Rejected(Reject::Forged),
             Ack::Rejected(Reject::Undecryptable),
@@ -402,17 +379,10 @@ async fn a_message_forged_with_the_recipients_keys_is_refused_and_never_shown() 
 /// the only one the relay answers about its mail).
 async fn mailbox_empty(relay: &RelayProcess, keypair: Keypair) -> anyhow::Result<bool> {
     use bonghwa_core::wire::{MailboxRequest, MailboxResponse};
-    let mut peer = Attacker::speaking(keypair, "/bonghwa/mailbox/1")?;
-    let id = peer.connect(&relay.addr()).await?;
-    let raw = peer
-        .send(id, frame(&MailboxRequest::Fetch { after: None }.encode()))
-        .await?
-        .map_err(|e| anyhow::anyhow!("no answer: {e}"))?;
-    anyhow::ensure!(raw.len() >= 4, "short answer");
-    Ok(matches!(
-        MailboxResponse::decode(&raw[4..])?,
-        MailboxResponse::Page { mail, .. } if mail.is_empty()
-    ))
+    let (mut peer, relay_id) = crate::relay::client(keypair, relay).await?;
+    let page =
+        crate::relay::ask(&mut peer, relay_id, &MailboxRequest::Fetch { after: None }).await?;
+    Ok(matches!(page, MailboxResponse::Page { mail, .. } if mail.is_empty()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

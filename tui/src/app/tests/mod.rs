@@ -77,17 +77,22 @@ fn contact(id: &str, name: &str) -> ContactInfo {
     }
 }
 
-/// Started, with Minji (older chat, 2 unread) and Jun (newer chat).
-fn started() -> App {
-    let mut app = App::new(true, Zone::Fixed(0));
-    app.update(Action::Started(IdentityInfo {
+/// Our identity as the node reports it at start.
+fn me(keys_protected: bool) -> IdentityInfo {
+    IdentityInfo {
         peer_id: ME.into(),
         name: "me".into(),
         contact_code: "BH1CODE".into(),
         addrs: vec![],
         reachability: Reachability::Unknown,
-        keys_protected: true,
-    }));
+        keys_protected,
+    }
+}
+
+/// Started, with Minji (older chat, 2 unread) and Jun (newer chat).
+fn started() -> App {
+    let mut app = App::new(true, Zone::Fixed(0));
+    app.update(Action::Started(me(true)));
     app.update(Action::Contacts(vec![
         contact(MINJI, "민지"),
         contact(JUN, "Jun"),
@@ -120,14 +125,7 @@ fn started() -> App {
 fn starting_loads_everything_and_shows_who_we_are() {
     let mut app = App::new(true, Zone::Fixed(0));
     assert!(app.activity.starting);
-    let effects = app.update(Action::Started(IdentityInfo {
-        peer_id: ME.into(),
-        name: "me".into(),
-        contact_code: "BH1CODE".into(),
-        addrs: vec![],
-        reachability: Reachability::Unknown,
-        keys_protected: true,
-    }));
+    let effects = app.update(Action::Started(me(true)));
     assert!(!app.activity.starting);
     assert_eq!(app.me.as_ref().map(|m| m.name.as_str()), Some("me"));
     for wanted in [
@@ -333,14 +331,7 @@ fn paste_goes_into_the_composer_with_its_lines() {
 #[test]
 fn sending_without_an_open_chat_is_a_readable_error() {
     let mut app = App::new(false, Zone::Fixed(0));
-    app.update(Action::Started(IdentityInfo {
-        peer_id: ME.into(),
-        name: "me".into(),
-        contact_code: "BH1CODE".into(),
-        addrs: vec![],
-        reachability: Reachability::Unknown,
-        keys_protected: true,
-    }));
+    app.update(Action::Started(me(true)));
     type_text(&mut app, "hello?");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
     let notice = app.notice.clone().expect("an error notice");
@@ -354,14 +345,7 @@ fn sending_without_an_open_chat_is_a_readable_error() {
 #[test]
 fn unprotected_keys_are_pointed_out_at_start() {
     let mut app = App::new(false, Zone::Fixed(0));
-    app.update(Action::Started(IdentityInfo {
-        peer_id: ME.into(),
-        name: "me".into(),
-        contact_code: "BH1CODE".into(),
-        addrs: vec![],
-        reachability: Reachability::Unknown,
-        keys_protected: false,
-    }));
+    app.update(Action::Started(me(false)));
     let notice = app.notice.clone().expect("a notice");
     assert!(
         notice.text.contains("unprotected") && notice.text.contains("--passphrase-file"),
